@@ -1,0 +1,1 @@
+"""solarpipe: solar-panel detection pipeline stages and their shared core."""

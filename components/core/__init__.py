@@ -1,0 +1,1 @@
+"""Shared core of every stage: params, URI I/O, the S3 client, progress and logging."""

@@ -1,0 +1,60 @@
+"""The ground-truth file ``annotations.json``: one record per labelled tile, with its split.
+
+Written by preprocess; read by preview, train and evaluate. Boxes are ``[xmin, ymin, xmax,
+ymax]`` in tile pixels; ``labels[i]`` names ``boxes[i]``'s class, one of the file's ``classes``
+(class index for torchvision detectors = position in ``classes`` + 1; 0 is background).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from components.core import uri as uri_io
+from components.core.errors import SolarpipeError
+
+ANNOTATIONS_VERSION = 1
+Split = Literal["train", "val", "test"]
+
+
+class AnnotatedImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str  # URI of the tile (s3:// or local)
+    width: int
+    height: int
+    boxes: list[tuple[float, float, float, float]]
+    labels: list[str]
+    split: Split
+    task_id: int | None = None
+
+
+class AnnotationsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = ANNOTATIONS_VERSION
+    classes: list[str]
+    images: list[AnnotatedImage]
+
+    def split(self, name: Split) -> list[AnnotatedImage]:
+        return [image for image in self.images if image.split == name]
+
+    def class_index(self, label: str) -> int:
+        """torchvision class index: 1-based, 0 is background."""
+        return self.classes.index(label) + 1
+
+
+def load_annotations(annotations_uri: str) -> AnnotationsFile:
+    try:
+        return AnnotationsFile.model_validate(uri_io.read_json(annotations_uri))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SolarpipeError(
+            f"not an annotations file: {annotations_uri} ({where}: {first['msg']})"
+        ) from exc
+
+
+def save_annotations(annotations_uri: str, annotations: AnnotationsFile) -> None:
+    uri_io.write_json(annotations_uri, annotations.model_dump(mode="json"))

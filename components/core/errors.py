@@ -1,0 +1,19 @@
+"""Errors a user can cause, each carrying the exit status the CLI returns for it."""
+
+from __future__ import annotations
+
+
+class SolarpipeError(Exception):
+    """A runtime failure the user can act on (exit status 1)."""
+
+    exit_code = 1
+
+
+class UsageError(SolarpipeError):
+    """Bad command line or params (exit status 2)."""
+
+    exit_code = 2
+
+
+class NotFoundError(SolarpipeError):
+    """An input URI (object, file, bucket) that does not exist."""

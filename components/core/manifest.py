@@ -1,0 +1,71 @@
+"""The prepare manifest: every tile's key, pixel window, size, checksum, geotransform and CRS.
+
+Written by prepare, read by preprocess, annotate-from-truth and the DVC graph. Its bytes are
+stable for identical input (sorted keys, no timestamps) so DVC hashes content.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from components.core import uri as uri_io
+from components.core.errors import SolarpipeError
+
+MANIFEST_VERSION = 1
+
+
+class TileWindow(BaseModel):
+    """A pixel window of the source raster (may reach past its edge when padded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+
+class TileRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str  # file name under the tiles prefix: <scene>_<col>_<row>.png
+    uri: str  # full URI of the tile
+    window: TileWindow
+    width: int
+    height: int
+    sha256: str
+    bytes: int
+    transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = MANIFEST_VERSION
+    raster: str
+    scene: str
+    crs: str  # WKT or "EPSG:n"
+    raster_width: int
+    raster_height: int
+    tile_size: int
+    overlap: int
+    tiles_prefix: str
+    tiles: list[TileRecord]
+
+    def by_uri(self) -> dict[str, TileRecord]:
+        return {tile.uri: tile for tile in self.tiles}
+
+
+def load_manifest(manifest_uri: str) -> Manifest:
+    try:
+        return Manifest.model_validate(uri_io.read_json(manifest_uri))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SolarpipeError(
+            f"not a prepare manifest: {manifest_uri} ({where}: {first['msg']})"
+        ) from exc
+
+
+def save_manifest(manifest_uri: str, manifest: Manifest) -> None:
+    uri_io.write_json(manifest_uri, manifest.model_dump(mode="json"))

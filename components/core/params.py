@@ -1,0 +1,200 @@
+"""Typed params: every tunable of every stage, loaded from ``params.yaml`` plus ``--set`` overrides.
+
+Each stage reads only its own section. Unknown keys and wrong types are usage errors that name
+the key (``train.epochs: Input should be a valid integer``). Defaults here equal the shipped
+``params.yaml``, so a stage container without a params file behaves like the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.core.errors import UsageError
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PrepareParams(Section):
+    tile_size: int = Field(256, gt=0, description="tile edge in pixels")
+    overlap: int = Field(0, ge=0, description="pixels shared by neighbouring tiles")
+    edge: Literal["pad", "drop"] = Field("pad", description="edge tiles: pad with nodata or drop")
+    skip_nodata: bool = Field(True, description="skip tiles that are entirely nodata")
+    nodata: int | None = Field(None, description="nodata value when the raster declares none")
+    aoi: str = Field("", description="optional boundary file (GeoJSON/GPKG URI) to crop to")
+    uint16_max: int = Field(
+        65535, gt=0, description="uint16 rasters are scaled to 8 bit as value*255/uint16_max"
+    )
+    workers: int = Field(0, ge=0, description="parallel tile workers; 0 = from CPU count")
+    scene: str = Field("", description="scene name in tile keys; empty = raster file stem")
+
+
+class SplitParams(Section):
+    train: float = Field(0.7, ge=0, le=1)
+    val: float = Field(0.15, ge=0, le=1)
+    test: float = Field(0.15, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class LabelStudioParams(Section):
+    title: str = "solarpipe solar panels"
+    labels: list[str] = Field(default_factory=lambda: ["solar_panel"])
+    regex_filter: str = r".*\.png$"
+    use_blob_urls: bool = True
+    presign: bool = True
+    export_format: Literal["annotation", "task"] = "annotation"
+
+
+class PreprocessParams(Section):
+    strict: bool = False
+    max_empty_fraction: float | None = Field(
+        0.5, ge=0, le=1, description="cap on the share of tiles without panels; null = no cap"
+    )
+    split: SplitParams = Field(default_factory=SplitParams)
+    seed: int = 42
+    min_box_size: float = Field(2.0, ge=0, description="boxes narrower than this (px) are dropped")
+    workers: int = Field(16, gt=0, description="concurrent object fetches")
+
+
+class PreviewParams(Section):
+    samples: int = Field(8, ge=0, description="tiles drawn per split")
+    line_width: int = Field(2, gt=0)
+    seed: int = 0
+
+
+class TrainParams(Section):
+    arch: Literal[
+        "ssdlite320_mobilenet_v3_large",
+        "fasterrcnn_resnet50_fpn_v2",
+        "fasterrcnn_mobilenet_v3_large_fpn",
+    ] = "ssdlite320_mobilenet_v3_large"
+    pretrained: Literal["none", "coco", "imagenet"] = "none"
+    epochs: int = Field(30, gt=0)
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this long")
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["none", "cosine", "onecycle", "step"] = "cosine"
+    image_size: int = Field(256, gt=0)
+    num_workers: int = Field(2, ge=0)
+    prefetch: int = Field(8, ge=0, description="concurrent S3 GETs ahead of the sampler per worker")
+    cache_dir: str = Field("", description="local tile cache; empty = off")
+    early_stopping_patience: int = Field(0, ge=0, description="0 = off")
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: int | str = "auto"
+    seed: int = 0
+    limit_train_batches: float | int | None = None
+    on_missing_image: Literal["fail", "skip"] = "fail"
+
+
+class ExportParams(Section):
+    name: str = "solar_panel_detector"
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    parity_atol: float = Field(1e-3, gt=0)
+    parity_samples: int = Field(4, gt=0)
+
+
+class EvaluateParams(Section):
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    iou_threshold: float = Field(0.5, gt=0, le=1)
+    overlays: int = Field(4, ge=0, description="best and worst tiles drawn")
+    split: Literal["train", "val", "test"] = "test"
+
+
+class DetectParams(Section):
+    window: int = Field(512, gt=0)
+    overlap: int = Field(64, ge=0)
+    batch_size: int = Field(4, gt=0)
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1)
+
+
+class KubeflowParams(Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+class Params(Section):
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    labelstudio: LabelStudioParams = Field(default_factory=LabelStudioParams)
+    preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
+    preview: PreviewParams = Field(default_factory=PreviewParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    detect: DetectParams = Field(default_factory=DetectParams)
+    kubeflow: KubeflowParams = Field(default_factory=KubeflowParams)
+
+
+def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted_key.split(".")
+    for name in parents:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"--set {dotted_key}: {name} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value`` → (key, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or "." not in key:
+        raise UsageError(f"--set expects section.key=value, got {text!r}")
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set {key}: value is not valid YAML ({exc})") from exc
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{key}: {message}")
+    return "invalid params: " + "; ".join(problems)
+
+
+def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
+    """Load ``params.yaml`` (missing default file: schema defaults), apply ``--set`` overrides."""
+    tree: dict[str, Any] = {}
+    params_path = Path(path) if path else Path(DEFAULT_PARAMS_FILE)
+    if params_path.exists():
+        try:
+            loaded = yaml.safe_load(params_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{params_path}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{params_path}: expected a mapping of sections")
+        tree = loaded
+    elif path:
+        raise UsageError(f"params file not found: {path}")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise UsageError(_format_validation_error(exc)) from exc
+
+
+def default_params_yaml() -> str:
+    """The schema defaults as YAML (what ``params.yaml`` ships with)."""
+    return yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,246 @@
+"""URI I/O: one set of functions for local paths and ``s3://`` URIs.
+
+Stage code only ever sees URIs; nothing outside this module branches on the scheme. Writes
+are atomic: a local file is written under a temporary name and renamed; an S3 object appears
+only when its upload completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from components.core.errors import NotFoundError, SolarpipeError
+from components.core.s3 import describe_s3_error, parse_s3_uri, s3_client
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its URI, size in bytes and entity tag (content hash for S3)."""
+
+    uri: str
+    size: int
+    etag: str
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(prefix: str, *parts: str) -> str:
+    """Join URI parts with ``/`` (local paths too), without doubling separators."""
+    out = prefix.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def with_suffix(uri: str, suffix: str) -> str:
+    """Replace the last extension of a URI's file name: ``a/b.tif`` → ``a/b.geojson``."""
+    head, _, name = uri.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{head}/{stem}{suffix}" if head else f"{stem}{suffix}"
+
+
+def _s3_call(uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise describe_s3_error(exc, uri) from exc
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        response = _s3_call(uri, s3_client().get_object, Bucket=bucket, Key=key)
+        return response["Body"].read()
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no such file: {uri}") from exc
+    except IsADirectoryError as exc:
+        raise SolarpipeError(f"is a directory, expected a file: {uri}") from exc
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_bytes(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SolarpipeError(f"not valid JSON: {uri} ({exc})") from exc
+
+
+def dump_json(obj: Any) -> bytes:
+    """Stable JSON bytes: sorted keys, two-space indent, trailing newline (DVC-friendly)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
+    """Write atomically: readers see the old content or the new, never a part."""
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        extra = {"ContentType": content_type} if content_type else {}
+        _s3_call(uri, s3_client().put_object, Bucket=bucket, Key=key, Body=data, **extra)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_text(uri: str, text: str, content_type: str | None = None) -> None:
+    write_bytes(uri, text.encode("utf-8"), content_type=content_type)
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, dump_json(obj), content_type="application/json")
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise describe_s3_error(exc, uri) from exc
+        except BotoCoreError as exc:
+            raise describe_s3_error(exc, uri) from exc
+    return Path(uri).exists()
+
+
+def list_objects(prefix: str) -> Iterator[ObjectInfo]:
+    """Every object under a prefix (S3: paginated; local: files below a folder), sorted by key.
+
+    ``etag`` is the MD5 of the content for local files and for S3 objects uploaded in one part.
+    """
+    if is_s3(prefix):
+        bucket, key_prefix = parse_s3_uri(prefix)
+        if key_prefix and not key_prefix.endswith("/"):
+            key_prefix += "/"
+        paginator = s3_client().get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        uri=f"s3://{bucket}/{item['Key']}",
+                        size=int(item["Size"]),
+                        etag=str(item.get("ETag", "")).strip('"'),
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise describe_s3_error(exc, prefix) from exc
+        return
+    root = Path(prefix)
+    if not root.is_dir():
+        return
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+        content = path.read_bytes()
+        yield ObjectInfo(uri=str(path), size=len(content), etag=hashlib.md5(content).hexdigest())
+
+
+def delete(uri: str) -> None:
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        _s3_call(uri, s3_client().delete_object, Bucket=bucket, Key=key)
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
+def upload_file(local_path: str | Path, uri: str) -> None:
+    """Copy a local file to a URI (multipart on S3 for large files; atomic either way)."""
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        _s3_call(uri, s3_client().upload_file, str(local_path), bucket, key)
+        return
+    _copy_local(local_path, uri)
+
+
+def _copy_local(source: str | Path, uri: str) -> None:
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp_name)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def download_file(uri: str, local_path: str | Path) -> None:
+    """Copy a URI to a local file."""
+    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        _s3_call(uri, s3_client().download_file, bucket, key, str(local_path))
+        return
+    if not Path(uri).exists():
+        raise NotFoundError(f"no such file: {uri}")
+    shutil.copyfile(uri, local_path)
+
+
+def upload_tree(local_dir: str | Path, prefix: str) -> None:
+    """Copy every file below a local folder to a URI prefix (keeps relative paths)."""
+    root = Path(local_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        upload_file(path, join(prefix, path.relative_to(root).as_posix()))
+
+
+@contextmanager
+def local_output_dir(uri: str) -> Iterator[Path]:
+    """A local folder to write a stage's output folder into, published to ``uri`` on success.
+
+    Local target: the folder is built next to the target and swapped in by rename, so the old
+    output stays whole until the new one is complete. S3 target: files are uploaded after the
+    block finishes without error.
+    """
+    if is_s3(uri):
+        with tempfile.TemporaryDirectory(prefix="solarpipe-out-") as tmp:
+            yield Path(tmp)
+            upload_tree(tmp, uri)
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        backup = target.with_name(f".{target.name}.old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        if target.exists():
+            os.replace(target, backup)
+        os.replace(staging, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Shared ML code of the torch stages (train, export, evaluate, detect)."""

@@ -1,0 +1,70 @@
+"""Build a torchvision detector by name: the one place that maps ``train.arch`` to a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.core.errors import SolarpipeError, UsageError
+
+ARCHITECTURES = (
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+)
+
+
+def build_detector(arch: str, num_classes: int, image_size: int, pretrained: str = "none") -> Any:
+    """A torchvision detector with ``num_classes`` classes (background included).
+
+    ``pretrained``: ``none`` (random init, works offline), ``imagenet`` (backbone weights) or
+    ``coco`` (whole-detector weights, head re-initialised for ``num_classes``): the last two
+    download weights and need network access.
+    """
+    from torchvision.models import detection
+
+    if arch not in ARCHITECTURES:
+        raise UsageError(f"train.arch: unknown architecture {arch!r} (one of {ARCHITECTURES})")
+    builder = getattr(detection, arch)
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "weights": None, "weights_backbone": None}
+    if arch.startswith("ssdlite"):
+        kwargs.update(size=(image_size, image_size))
+    else:
+        kwargs.update(min_size=image_size, max_size=image_size)
+    if pretrained == "imagenet":
+        kwargs["weights_backbone"] = "DEFAULT"
+    try:
+        if pretrained == "coco":
+            model = builder(
+                weights="DEFAULT",
+                **{k: v for k, v in kwargs.items() if k not in ("num_classes", "weights")},
+            )
+            _replace_head(model, arch, num_classes)
+            return model
+        return builder(**kwargs)
+    except (OSError, RuntimeError) as exc:
+        if pretrained != "none":
+            raise SolarpipeError(
+                f"could not load {pretrained} weights for {arch} ({exc}); "
+                "use --set train.pretrained=none offline"
+            ) from exc
+        raise
+
+
+def _replace_head(model: Any, arch: str, num_classes: int) -> None:
+    """Swap a COCO-trained head for one with ``num_classes`` outputs."""
+    if arch.startswith("fasterrcnn"):
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
+        in_features = model.roi_heads.box_predictor.cls_score.in_features
+        model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
+        return
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.ssdlite import SSDLiteClassificationHead
+
+    in_channels = det_utils.retrieve_out_channels(model.backbone, (320, 320))
+    num_anchors = model.anchor_generator.num_anchors_per_location()
+    import torch.nn as nn
+
+    model.head.classification_head = SSDLiteClassificationHead(
+        in_channels, num_anchors, num_classes, nn.BatchNorm2d
+    )
