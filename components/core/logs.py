@@ -16,7 +16,17 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "rasterio", "PIL", "fsspec"):
+    for noisy in (
+        "botocore",
+        "boto3",
+        "urllib3",
+        "s3transfer",
+        "rasterio",
+        "PIL",
+        "fsspec",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 

@@ -56,6 +56,10 @@ class LabelStudioParams(Section):
     use_blob_urls: bool = True
     presign: bool = True
     export_format: Literal["annotation", "task"] = "annotation"
+    s3_endpoint: str = Field(
+        "", description="S3 endpoint as the Label Studio server sees it; empty = the pipeline's"
+    )
+    sync_timeout_s: float = Field(600, gt=0, description="wait this long for a storage sync")
 
 
 class PreprocessParams(Section):

@@ -101,17 +101,23 @@ def gdal_options() -> dict[str, str]:
     return options
 
 
+@functools.lru_cache(maxsize=8)
+def _rasterio_session(endpoint: str | None, key_id: str | None, region_name: str) -> Any:
+    del key_id  # cache key only
+    from rasterio.session import AWSSession
+
+    return AWSSession(
+        session=boto3.session.Session(region_name=region_name),
+        endpoint_url=urlparse(endpoint).netloc if endpoint else None,
+    )
+
+
 @contextmanager
 def raster_env() -> Iterator[None]:
     """A ``rasterio.Env`` with the S3 endpoint and credentials of :func:`s3_client`."""
     import rasterio
-    from rasterio.session import AWSSession
 
-    url = endpoint_url()
-    session = AWSSession(
-        session=boto3.session.Session(region_name=region()),
-        endpoint_url=urlparse(url).netloc if url else None,
-    )
+    session = _rasterio_session(endpoint_url(), os.environ.get("AWS_ACCESS_KEY_ID"), region())
     with rasterio.Env(session=session, **gdal_options()):
         yield
 
