@@ -8,10 +8,17 @@ the key (``train.epochs: Input should be a valid integer``). Defaults here equal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from components.core.errors import UsageError
 
@@ -20,6 +27,19 @@ DEFAULT_PARAMS_FILE = "params.yaml"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataParams(Section):
+    """Where the pipeline's data lives when ``dvc repro`` runs it (Kubeflow passes its own)."""
+
+    bucket: str = Field("solarpipe", description="bucket the quickstart creates and uses")
+    raster: str = Field(
+        "s3://solarpipe/scenes/synthetic.tif", description="source GeoTIFF/VRT URI"
+    )
+    tiles: str = Field("s3://solarpipe/tiles", description="URI prefix of the PNG tiles")
+    annotations: str = Field(
+        "s3://solarpipe/annotations", description="Label Studio export storage prefix"
+    )
 
 
 class PrepareParams(Section):
@@ -104,6 +124,16 @@ class TrainParams(Section):
     seed: int = 0
     limit_train_batches: float | int | None = None
     on_missing_image: Literal["fail", "skip"] = "fail"
+    fetch_attempts: int = Field(3, gt=0, description="tries per tile GET before giving up")
+    augment: bool = Field(True, description="random flips, 90° turns and colour jitter")
+    color_jitter: float = Field(0.2, ge=0, le=1, description="colour jitter strength; 0 = off")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_fraction: float = Field(
+        0.05, ge=0, lt=1, description="share of the budget (epochs or time) for linear warm-up"
+    )
+    fallback_to_cpu: bool = Field(
+        False, description="train on CPU when train.accelerator asks for a GPU that is absent"
+    )
 
 
 class ExportParams(Section):
@@ -128,11 +158,146 @@ class DetectParams(Section):
     nms_iou: float = Field(0.5, gt=0, le=1)
 
 
+PipelineStage = Literal["prepare", "preprocess", "preview", "train", "export", "evaluate", "detect"]
+CPU_QUANTITY = r"^([0-9]*[.])?[0-9]+m?$"
+MEMORY_QUANTITY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
+S3_RETRIED_STAGES = ("prepare", "preprocess", "preview", "export", "evaluate", "detect")
+
+
+def _number_as_text(value: Any) -> Any:
+    """``--set kubeflow.resources.train.cpu_limit=8`` parses 8 as a number; quantities are text."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+CpuQuantity = Annotated[str, BeforeValidator(_number_as_text), Field(pattern=CPU_QUANTITY)]
+MemoryQuantity = Annotated[str, BeforeValidator(_number_as_text), Field(pattern=MEMORY_QUANTITY)]
+
+
+class TolerationParams(Section):
+    key: str = Field("", description="taint key; empty with operator Exists tolerates every taint")
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str = Field("", description="taint value (operator Equal only)")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+def _default_tolerations() -> list[TolerationParams]:
+    return [
+        TolerationParams(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"),
+        TolerationParams(
+            key="solarpipe.io/pool", operator="Equal", value="gpu", effect="NoSchedule"
+        ),
+    ]
+
+
+class GpuParams(Section):
+    stages: list[PipelineStage] = Field(
+        default_factory=lambda: ["train", "evaluate", "detect"],
+        description="tasks that request accelerators and go to the GPU node pool",
+    )
+    accelerator_type: str = Field("nvidia.com/gpu", description="resource name of the accelerator")
+    accelerator_limit: int = Field(1, ge=0, description="accelerators per GPU task; 0 = none")
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"solarpipe.io/pool": "gpu"},
+        description="node labels of the GPU node pool",
+    )
+    tolerations: list[TolerationParams] = Field(
+        default_factory=_default_tolerations, description="taints of the GPU node pool to tolerate"
+    )
+    shm_size: MemoryQuantity = Field("2Gi", description="in-memory /dev/shm for DataLoader workers")
+
+    @model_validator(mode="after")
+    def _limit_needs_type(self) -> GpuParams:
+        if self.stages and self.accelerator_limit > 0 and not self.accelerator_type.strip():
+            raise ValueError(
+                f"accelerator_limit {self.accelerator_limit} needs an accelerator_type "
+                "(e.g. nvidia.com/gpu), or set accelerator_limit 0"
+            )
+        return self
+
+
+class ResourceParams(Section):
+    cpu_request: CpuQuantity = "500m"
+    cpu_limit: CpuQuantity = "2"
+    memory_request: MemoryQuantity = "1Gi"
+    memory_limit: MemoryQuantity = "4Gi"
+
+
+# (cpu request, cpu limit, memory request, memory limit) per task
+DEFAULT_RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    "prepare": ("1", "4", "2Gi", "8Gi"),
+    "preprocess": ("500m", "2", "1Gi", "4Gi"),
+    "preview": ("500m", "2", "1Gi", "4Gi"),
+    "train": ("4", "8", "16Gi", "32Gi"),
+    "export": ("1", "4", "4Gi", "8Gi"),
+    "evaluate": ("2", "4", "8Gi", "16Gi"),
+    "detect": ("2", "4", "8Gi", "16Gi"),
+}
+
+
+def _default_resources(stage: str) -> dict[str, str]:
+    return dict(zip(ResourceParams.model_fields, DEFAULT_RESOURCES[stage], strict=True))
+
+
+class StageResourcesParams(Section):
+    """CPU and memory of each task; a key left out keeps that task's default."""
+
+    prepare: ResourceParams
+    preprocess: ResourceParams
+    preview: ResourceParams
+    train: ResourceParams
+    export: ResourceParams
+    evaluate: ResourceParams
+    detect: ResourceParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_stage_defaults(cls, given: Any) -> Any:
+        if not isinstance(given, dict):
+            return given
+        merged: dict[str, Any] = {stage: _default_resources(stage) for stage in DEFAULT_RESOURCES}
+        for stage, value in given.items():
+            merged[stage] = {**merged.get(stage, {}), **value} if isinstance(value, dict) else value
+        return merged
+
+
+class RetryParams(Section):
+    stages: list[PipelineStage] = Field(
+        default_factory=lambda: [*S3_RETRIED_STAGES],
+        description="tasks retried on failure (S3 hiccups); not train (long, resumable) by default",
+    )
+    max_retries: int = Field(3, ge=0)
+    backoff_duration: str = Field("30s", pattern=r"^[0-9]+s$")
+    backoff_factor: float = Field(2.0, ge=1)
+    backoff_max_duration: str = Field("1800s", pattern=r"^[0-9]+s$")
+
+
 class KubeflowParams(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """How ``pipeline.py`` builds and submits the Kubeflow run (the stages never read it).
+
+    The run's inputs and bucket default to the ``data`` section; outputs go to
+    ``s3://<data.bucket>/runs/<run id>/<stage>/``.
+    """
+
+    registry: str = Field("", description="image registry prefix, e.g. ghcr.io/org; empty = local")
+    tag: str = Field("", description="image tag; empty = the project version")
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    s3_secret: str = Field("solarpipe-s3", min_length=1, description="Secret with the AWS_* keys")
+    namespace: str = Field("solarpipe", description="namespace of the run's pods and the Secret")
+    service_account: str = Field(
+        "solarpipe-pipeline", description="service account of the run (k8s/); empty = KFP's"
+    )
+    experiment: str = "solarpipe"
+    run_as_user: int = Field(1000, gt=0, description="non-root UID of every task")
+    run_as_group: int = Field(1000, gt=0)
+    caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
+    gpu: GpuParams = Field(default_factory=GpuParams)
+    resources: StageResourcesParams = Field(default_factory=StageResourcesParams)
+    retry: RetryParams = Field(default_factory=RetryParams)
 
 
 class Params(Section):
+    data: DataParams = Field(default_factory=DataParams)
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     labelstudio: LabelStudioParams = Field(default_factory=LabelStudioParams)
     preprocess: PreprocessParams = Field(default_factory=PreprocessParams)

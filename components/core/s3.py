@@ -130,6 +130,12 @@ def describe_s3_error(exc: Exception, uri: str) -> SolarpipeError:
             f"(is the server running? set {ENDPOINT_VARIABLE} or start `solarpipe s3 serve`)"
         )
     if isinstance(exc, NoCredentialsError):
+        if not endpoint_url():
+            return SolarpipeError(
+                f"S3 is not configured for {uri}: set {ENDPOINT_VARIABLE} and AWS credentials, "
+                "or start the embedded server (`solarpipe s3 serve`, then export the variables "
+                "it prints), or run `solarpipe quickstart`"
+            )
         return SolarpipeError(
             f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
