@@ -96,6 +96,17 @@ def dump_json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _umask_mode(directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give (mkstemp's and mkdtemp's are private)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
     """Write atomically: readers see the old content or the new, never a part."""
     if is_s3(uri):
@@ -109,6 +120,7 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp_name, _umask_mode())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -191,6 +203,7 @@ def _copy_local(source: str | Path, uri: str) -> None:
     os.close(fd)
     try:
         shutil.copyfile(source, tmp_name)
+        os.chmod(tmp_name, _umask_mode())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -232,6 +245,7 @@ def local_output_dir(uri: str) -> Iterator[Path]:
     target = Path(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    os.chmod(staging, _umask_mode(directory=True))
     try:
         yield staging
         backup = target.with_name(f".{target.name}.old")
