@@ -1,0 +1,1 @@
+"""Label Studio integration: project and storage setup, its export objects, the stand-in annotator."""

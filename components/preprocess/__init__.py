@@ -1,0 +1,1 @@
+"""The preprocess stage: Label Studio export objects → one ground-truth ``annotations.json``."""

@@ -1,0 +1,35 @@
+"""Draw the ground-truth boxes of a few tiles per split into a gallery (index.html, summary.md).
+
+Example: python -m components.preview --annotations data/annotations.json --out data/preview
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from components.core.params import Params
+from components.core.stage import run_stage
+
+
+def add_io_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotations", required=True, help="annotations.json URI (preprocess)")
+    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    from components.preview.run import preview
+
+    summary = preview(args.annotations, args.out, params.preview)
+    print(
+        f"preview: {summary.tiles_drawn} tiles with {summary.boxes_drawn} boxes drawn; "
+        f"gallery {args.out}/index.html"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("preview", __doc__ or "", add_io_options, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
