@@ -1,0 +1,92 @@
+"""``run-local``: the pipeline in the local stage images with kfp's DockerRunner, on the host
+network (so a loopback S3 endpoint works), with the S3 variables of this shell."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from typing import Any
+
+from components.core.errors import SolarpipeError, UsageError
+from components.kubeflow.secret import OPTIONAL_S3_KEYS, REQUIRED_S3_KEYS
+
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def local_s3_environment() -> dict[str, str]:
+    """The S3 variables the containers get at run time (never baked into an image)."""
+    names = (*REQUIRED_S3_KEYS, *OPTIONAL_S3_KEYS, "AWS_REGION", "AWS_SESSION_TOKEN")
+    environment = {name: os.environ[name] for name in names if os.environ.get(name)}
+    if not all(name in environment for name in REQUIRED_S3_KEYS):
+        raise UsageError(
+            "run-local needs S3: start the embedded server with `solarpipe s3 serve` and export "
+            "the variables it prints, or set AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY"
+        )
+    return environment
+
+
+def check_local_images(images: dict[str, str]) -> None:
+    """Every ``stage: image`` must be in the local engine; a missing one says how to build it."""
+    from docker.errors import ImageNotFound
+
+    from components.images.engine import docker_client
+
+    engine = docker_client()
+    missing: dict[str, str] = {}
+    try:
+        for stage, image in images.items():
+            try:
+                engine.images.get(image)
+            except ImageNotFound:
+                missing[stage] = image
+    finally:
+        engine.close()
+    if missing:
+        build = " ".join(f"--stage {stage}" for stage in missing)
+        raise SolarpipeError(
+            f"image(s) not found locally: {', '.join(missing.values())}; build them with "
+            f"`solarpipe images build {build}`"
+        )
+
+
+def plain(exc: Exception) -> str:
+    """kfp's message without its terminal colours."""
+    return ANSI_COLOUR.sub("", str(exc))
+
+
+def run_in_docker(pipeline: Any, arguments: dict[str, Any], environment: dict[str, str]) -> dict:
+    """Run a compiled-in-memory pipeline with DockerRunner; returns the pipeline's outputs.
+
+    ``entrypoint=[]`` drops the images' entrypoint so the task command runs alone, as in a pod.
+    """
+    from kfp import local
+
+    # Requests, limits and the kubernetes settings are for the cluster; locally they do nothing.
+    warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
+    # Bind-mounted into every container, whose user is not ours: it must be writable by all.
+    pipeline_root = tempfile.mkdtemp(prefix="solarpipe-kfp-local-")
+    os.chmod(pipeline_root, 0o777)
+    try:
+        local.init(
+            runner=local.DockerRunner(network_mode="host", entrypoint=[], environment=environment),
+            pipeline_root=pipeline_root,
+            raise_on_error=True,
+        )
+        try:
+            outputs = dict(pipeline(**arguments).outputs)
+        except RuntimeError as exc:  # kfp: "Task <name> finished with status FAILURE"
+            raise SolarpipeError(f"{plain(exc)} (its log is above)") from exc
+        except ValueError as exc:
+            # kfp reads the exit status after the container is gone and may take a failed task
+            # for a finished one; its missing output shows it (the task writes it last).
+            raise SolarpipeError(f"a task failed: {plain(exc)} (its log is above)") from exc
+    finally:
+        shutil.rmtree(pipeline_root, ignore_errors=True)
+    missing = [name for name, uri in outputs.items() if not uri]
+    if missing:
+        raise SolarpipeError(f"no output from {', '.join(missing)}: a task failed (log above)")
+    return outputs

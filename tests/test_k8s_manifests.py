@@ -1,0 +1,157 @@
+"""The k8s/ kustomizations: rendered with kustomize, valid against the Kubernetes schemas, and in
+step with the pipeline's params (namespace, Secret, service account, GPU pool).
+
+Rendering uses the kustomize built into ``kubectl`` (``kubectl kustomize``: no cluster needed);
+validation uses ``kubernetes-validate`` (the API's OpenAPI schemas, strict: unknown fields fail).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.core.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+KUSTOMIZATIONS = ["base", "stage-job", "overlays/gpu", "secret"]
+KUBEFLOW = load_params(REPO / "params.yaml").kubeflow
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed"
+)
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """Every kustomization rendered; the Secret one from its committed ``*.env.example`` files."""
+    secret_copy = tmp_path_factory.mktemp("k8s") / "secret"
+    shutil.copytree(K8S / "secret", secret_copy)
+    for example in secret_copy.glob("*.env.example"):
+        shutil.copy(example, example.with_name(example.name.removesuffix(".example")))
+    folders = {name: K8S / name for name in KUSTOMIZATIONS}
+    folders["secret"] = secret_copy
+    return {name: kustomize(folder) for name, folder in folders.items()}
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def pod_spec(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return find(docs, kind, name)["spec"]["template"]["spec"]
+
+
+def test_every_rendered_manifest_is_valid_for_kubernetes(rendered) -> None:
+    checked = 0
+    for name, docs in rendered.items():
+        assert docs, f"{name} rendered nothing"
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+            checked += 1
+    assert checked >= 9
+
+
+def test_namespaced_objects_live_in_the_pipeline_namespace(rendered) -> None:
+    for name, docs in rendered.items():
+        for doc in docs:
+            if doc["kind"] == "Namespace":
+                assert doc["metadata"]["name"] == KUBEFLOW.namespace
+            else:
+                assert doc["metadata"]["namespace"] == KUBEFLOW.namespace, (name, doc["kind"])
+
+
+def test_secret_template_carries_no_values_but_the_pipeline_keys(rendered) -> None:
+    secret = find(rendered["secret"], "Secret", KUBEFLOW.s3_secret)
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"])
+    assert secret["data"]["AWS_ACCESS_KEY_ID"] == ""
+    assert secret["data"]["AWS_SECRET_ACCESS_KEY"] == ""
+    ignored = (REPO / ".gitignore").read_text()
+    assert "/k8s/secret/*.env" in ignored, "the filled-in env files must stay out of git"
+
+
+def test_pipeline_service_account_is_bound_to_its_role(rendered) -> None:
+    base = rendered["base"]
+    find(base, "ServiceAccount", KUBEFLOW.service_account)
+    binding = find(base, "RoleBinding", KUBEFLOW.service_account)
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": KUBEFLOW.service_account,
+            "namespace": KUBEFLOW.namespace,
+        }
+    ]
+    role = find(base, "Role", binding["roleRef"]["name"])
+    granted = {
+        (group, resource)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert ("", "pods") in granted
+    assert ("argoproj.io", "workflowtaskresults") in granted
+
+
+def test_labelstudio_reads_s3_from_the_secret_and_keeps_its_data(rendered) -> None:
+    base = rendered["base"]
+    spec = pod_spec(base, "Deployment", "labelstudio")
+    container = spec["containers"][0]
+    env = {item["name"]: item for item in container["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == KUBEFLOW.s3_secret
+        assert "value" not in env[key]
+    claim = spec["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    find(base, "PersistentVolumeClaim", claim)
+    pod_labels = find(base, "Deployment", "labelstudio")["spec"]["template"]["metadata"]["labels"]
+    selector = find(base, "Service", "labelstudio")["spec"]["selector"]
+    assert selector.items() <= pod_labels.items()
+    assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def test_stage_job_runs_the_stage_image_as_non_root_with_s3_from_the_secret(rendered) -> None:
+    spec = pod_spec(rendered["stage-job"], "Job", "solarpipe-stage")
+    container = spec["containers"][0]
+    assert container["image"] == f"solarpipe-prepare:{version('solarpipe')}"
+    assert "command" not in container, "the image's entrypoint is the stage contract"
+    assert container["envFrom"] == [{"secretRef": {"name": KUBEFLOW.s3_secret}}]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == KUBEFLOW.run_as_user
+    assert spec["restartPolicy"] == "Never"
+
+
+def test_gpu_overlay_matches_the_pipeline_gpu_params(rendered) -> None:
+    gpu = KUBEFLOW.gpu
+    spec = pod_spec(rendered["overlays/gpu"], "Job", "solarpipe-stage-gpu")
+    container = spec["containers"][0]
+    assert container["image"] == f"solarpipe-train:{version('solarpipe')}"
+    assert spec["nodeSelector"] == gpu.node_selector
+    wanted = [
+        {k: v for k, v in toleration.model_dump().items() if v} for toleration in gpu.tolerations
+    ]
+    assert spec["tolerations"] == wanted
+    assert container["resources"]["limits"][gpu.accelerator_type] == str(gpu.accelerator_limit)
+    shm = next(volume for volume in spec["volumes"] if volume["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": gpu.shm_size}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
