@@ -32,6 +32,8 @@ phase() {
 
 phase "python environment" bash scripts/setup.sh
 phase "label studio" bash scripts/install-labelstudio.sh
+phase "kubectl (kustomize)" bash scripts/install-kubectl.sh
+export SOLARPIPE_REQUIRE_KUBECTL=1
 export SOLARPIPE_REQUIRE_LABELSTUDIO=1
 if [ "$with_docker" = 1 ]; then
     phase "docker engine" bash scripts/setup-docker.sh
