@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "components.labelstudio.commands",
         "Label Studio: `setup` project and storages, `annotate-from-truth`",
     ),
+    "params": ("components.commands.params", "print the effective params or their reference"),
     "annotations-listing": (
         "components.commands.annotations_listing",
         "write the keys and ETags of the annotation objects (DVC dependency)",

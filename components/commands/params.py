@@ -1,0 +1,75 @@
+"""``solarpipe params``: print the effective params (file + ``--set``) or the params reference."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Iterator
+
+import yaml
+from pydantic import BaseModel
+
+from components.core.params import Params, load_params
+from components.core.stage import add_common_options
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default=None, metavar="FILE", help="params file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one param (repeatable)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the markdown reference of every param instead",
+    )
+    parser.set_defaults(handler=print_params)
+
+
+def _type_name(annotation: object) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(annotation)[0])}"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def reference_rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every leaf param, sections in schema order."""
+    defaults = model().model_dump(mode="json")
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from reference_rows(annotation, f"{key}.")
+            continue
+        default = yaml.safe_dump(defaults[name], default_flow_style=True, width=1000).strip()
+        default = default.removesuffix("...").strip()
+        yield key, _type_name(annotation), default, field.description or ""
+
+
+def params_reference() -> str:
+    """The markdown table of every param (the README's params reference is this output)."""
+    lines = ["| param | type | default | meaning |", "|---|---|---|---|"]
+    for key, type_name, default, description in reference_rows(Params):
+        lines.append(f"| `{key}` | {type_name} | `{default}` | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_params(args: argparse.Namespace) -> None:
+    if args.reference:
+        print(params_reference(), end="")
+        return
+    params = load_params(args.params, args.overrides)
+    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
