@@ -15,15 +15,7 @@ from components.core.stage import add_common_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default=None, metavar="FILE", help="params file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one param (repeatable)",
-    )
+    add_common_options(parser)
     parser.add_argument(
         "--reference",
         action="store_true",
