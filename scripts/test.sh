@@ -38,6 +38,8 @@ export SOLARPIPE_REQUIRE_LABELSTUDIO=1
 if [ "$with_docker" = 1 ]; then
     phase "docker engine" bash scripts/setup-docker.sh
     phase "base image" bash docker/build-base.sh
+    # pip in the image builds trusts this host's CAs (a TLS-inspecting proxy's among them).
+    export SOLARPIPE_CA_BUNDLE="${SOLARPIPE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
     phase "stage images" .venv/bin/solarpipe images build --base-image "${SOLARPIPE_BASE_IMAGE:-solarpipe-base:bookworm}"
     export SOLARPIPE_REQUIRE_DOCKER=1
 fi

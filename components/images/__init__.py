@@ -1,0 +1,1 @@
+"""Stage container images: names, building (`solarpipe images build`) and local runs (`run-stage`)."""
