@@ -26,9 +26,7 @@ def build_detector(arch: str, num_classes: int, image_size: int, pretrained: str
         raise UsageError(f"train.arch: unknown architecture {arch!r} (one of {ARCHITECTURES})")
     builder = getattr(detection, arch)
     kwargs: dict[str, Any] = {"num_classes": num_classes, "weights": None, "weights_backbone": None}
-    if arch.startswith("ssdlite"):
-        kwargs.update(size=(image_size, image_size))
-    else:
+    if not arch.startswith("ssdlite"):  # ssdlite's builder fixes 320 px: see _fit_input_size
         kwargs.update(min_size=image_size, max_size=image_size)
     if pretrained == "imagenet":
         kwargs["weights_backbone"] = "DEFAULT"
@@ -39,8 +37,8 @@ def build_detector(arch: str, num_classes: int, image_size: int, pretrained: str
                 **{k: v for k, v in kwargs.items() if k not in ("num_classes", "weights")},
             )
             _replace_head(model, arch, num_classes)
-            return model
-        return builder(**kwargs)
+            return _fit_input_size(model, arch, image_size)
+        return _fit_input_size(builder(**kwargs), arch, image_size)
     except (OSError, RuntimeError) as exc:
         if pretrained != "none":
             raise SolarpipeError(
@@ -48,6 +46,22 @@ def build_detector(arch: str, num_classes: int, image_size: int, pretrained: str
                 "use --set train.pretrained=none offline"
             ) from exc
         raise
+
+
+def _fit_input_size(model: Any, arch: str, image_size: int) -> Any:
+    """SSDlite: resize inputs to ``image_size`` px instead of the builder's fixed 320."""
+    if arch.startswith("ssdlite"):
+        from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+        model.transform = GeneralizedRCNNTransform(
+            image_size,
+            image_size,
+            model.transform.image_mean,
+            model.transform.image_std,
+            size_divisible=1,
+            fixed_size=(image_size, image_size),
+        )
+    return model
 
 
 def _replace_head(model: Any, arch: str, num_classes: int) -> None:

@@ -1,0 +1,1 @@
+"""The evaluate stage: the exported TorchScript model on one split of the annotations."""

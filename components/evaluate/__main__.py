@@ -1,0 +1,45 @@
+"""Evaluate the exported TorchScript model (what is served) on one split of the annotations.
+
+Writes <out>/metrics.json (mAP@0.5, mAP@0.5:0.95, mAP@0.75, precision/recall/F1 at
+evaluate.score_threshold; flat keys for DVC), <out>/pr_curve.json (DVC plot data) and
+<out>/overlays/*.png (truth in green, predictions in red, for the worst and best tiles).
+
+Example: python -m components.evaluate --annotations s3://bucket/annotations.json \\
+    --model out/export --out out/evaluate
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from components.core.params import Params
+from components.core.stage import run_stage
+
+
+def add_io_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotations", required=True, help="annotations.json URI")
+    parser.add_argument(
+        "--model", required=True, help="export folder/prefix URI, or the model.pt in it"
+    )
+    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
+
+
+def run(args: argparse.Namespace, params: Params) -> None:
+    from components.evaluate.run import evaluate
+
+    metrics = evaluate(args.annotations, args.model, args.out, params.evaluate)
+    print(
+        f"evaluate: {metrics['images']} {params.evaluate.split} tiles: mAP@0.5 "
+        f"{metrics['map_50']:.3f}, mAP@0.5:0.95 {metrics['map']:.3f}, precision "
+        f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f}, F1 {metrics['f1']:.3f} "
+        f"at score ≥ {params.evaluate.score_threshold:g}; {args.out}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("evaluate", __doc__ or "", add_io_options, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The evaluate stage's work: stream the split's tiles through the TorchScript model, score it.
+
+mAP comes from torchmetrics' ``MeanAveragePrecision`` over every detection the model keeps
+(score threshold 0); precision, recall and F1 at ``evaluate.score_threshold`` and the PR curve
+come from greedy matching at ``evaluate.iou_threshold`` (``matching.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics.detection import MeanAveragePrecision
+
+from components.core import uri as uri_io
+from components.core.annotations import AnnotatedImage, load_annotations
+from components.core.errors import SolarpipeError
+from components.core.logs import get_logger
+from components.core.params import EvaluateParams
+from components.core.progress import progress_bar
+from components.evaluate.matching import (
+    ImageMatches,
+    match_image,
+    precision_recall_curve,
+    precision_recall_f1,
+    total_counts,
+)
+from components.ml.dataset import FetchOptions, TileStream
+from components.ml.scripted import load_scripted_model, model_file_uri, resolve_device
+from components.preview.draw import draw_boxes
+
+log = get_logger(__name__)
+METRICS_FILE = "metrics.json"
+CURVE_FILE = "pr_curve.json"
+OVERLAY_FOLDER = "overlays"
+TRUTH_COLOUR = (0, 255, 0)
+PREDICTION_COLOUR = (255, 0, 0)
+MAP_KEYS = ("map", "map_50", "map_75", "mar_100")
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """One tile's truth, the predictions above the score threshold, and its F1 there."""
+
+    record: AnnotatedImage
+    predicted_boxes: list[list[float]]
+    matches: ImageMatches
+    f1: float
+    errors: int  # false positives + false negatives at the threshold
+
+
+def evaluate(
+    annotations_uri: str, model_uri: str, out_uri: str, params: EvaluateParams
+) -> dict[str, Any]:
+    """Run the model on ``params.split`` and write metrics, PR curve and overlays to ``out_uri``."""
+    annotations = load_annotations(annotations_uri)
+    records = annotations.split(params.split)
+    if not records:
+        raise SolarpipeError(
+            f"no {params.split} tiles in {annotations_uri} (evaluate.split={params.split})"
+        )
+    device = resolve_device(params.device, "evaluate.device")
+    model = load_scripted_model(model_uri, device)
+    classes = list(model.classes)
+    stream = TileStream(records, classes, params.batch_size, fetch=FetchOptions())
+    mean_ap = MeanAveragePrecision(iou_type="bbox")  # COCO: the best 100 detections per tile
+    mean_ap.warn_on_many_detections = False
+    results: list[TileResult] = []
+    with progress_bar(total=len(records), desc=f"evaluate {params.split}", unit="tile") as bar:
+        for batch in stream:
+            with torch.inference_mode():
+                outputs = model(batch.images, 0.0)
+            predictions = [{key: value.cpu() for key, value in out.items()} for out in outputs]
+            mean_ap.update(predictions, batch.targets)
+            for prediction, target in zip(predictions, batch.targets, strict=True):
+                results.append(_tile_result(records[len(results)], prediction, target, params))
+            bar.update(len(batch.images))
+    summary = mean_ap.compute()
+    tp, fp, fn = total_counts([r.matches for r in results], params.score_threshold)
+    precision, recall, f1 = precision_recall_f1(tp, fp, fn)
+    metrics: dict[str, Any] = {key: round(float(summary[key]), 6) for key in MAP_KEYS}
+    metrics.update(
+        precision=round(precision, 6),
+        recall=round(recall, 6),
+        f1=round(f1, 6),
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        images=len(results),
+        truth_boxes=sum(r.matches.ground_truth for r in results),
+        score_threshold=params.score_threshold,
+        iou_threshold=params.iou_threshold,
+    )
+    curve = precision_recall_curve([r.matches for r in results])
+    with uri_io.local_output_dir(out_uri) as staging:
+        uri_io.write_json(str(staging / METRICS_FILE), metrics)
+        uri_io.write_json(str(staging / CURVE_FILE), curve)
+        _write_overlays(results, staging / OVERLAY_FOLDER, params.overlays)
+    log.info("evaluated %s on %d tiles", model_file_uri(model_uri), len(results))
+    return metrics
+
+
+def _tile_result(
+    record: AnnotatedImage,
+    prediction: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    params: EvaluateParams,
+) -> TileResult:
+    matches = match_image(
+        prediction["boxes"],
+        prediction["scores"],
+        prediction["labels"],
+        target["boxes"],
+        target["labels"],
+        params.iou_threshold,
+    )
+    tp, fp, fn = matches.counts(params.score_threshold)
+    kept = prediction["scores"] >= params.score_threshold
+    return TileResult(
+        record=record,
+        predicted_boxes=prediction["boxes"][kept].tolist(),
+        matches=matches,
+        f1=precision_recall_f1(tp, fp, fn)[2],
+        errors=fp + fn,
+    )
+
+
+def _write_overlays(results: list[TileResult], folder: Path, count: int) -> None:
+    """The ``count`` worst tiles (lowest F1, most errors) and the ``count`` best (highest F1,
+    most panels), truth in green and predictions in red."""
+    if count == 0:
+        return
+    ranked = sorted(
+        range(len(results)),
+        key=lambda i: (results[i].f1, -results[i].errors, results[i].matches.ground_truth),
+    )
+    worst = ranked[:count]
+    best = [i for i in reversed(ranked) if i not in worst][:count]
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, indices in (("worst", worst), ("best", best)):
+        for rank, index in enumerate(indices, start=1):
+            result = results[index]
+            image_uri = result.record.image
+            with_truth = draw_boxes(
+                uri_io.read_bytes(image_uri), result.record.boxes, 2, image_uri, TRUTH_COLOUR
+            )
+            overlay = draw_boxes(
+                with_truth, result.predicted_boxes, 1, image_uri, PREDICTION_COLOUR
+            )
+            name = uri_io.basename(image_uri).rsplit(".", 1)[0]
+            (folder / f"{kind}_{rank:02d}_{name}.png").write_bytes(overlay)

@@ -1,0 +1,119 @@
+"""Load the detector from a train-stage checkpoint (``model.ckpt``, a Lightning checkpoint).
+
+The checkpoint's ``hyper_parameters`` name the detector (``arch``, ``num_classes`` with the
+background, ``image_size``, ``classes``); its ``state_dict`` holds the detector's weights under
+the LightningModule attribute ``model.``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from components.core import uri as uri_io
+from components.core.errors import SolarpipeError
+from components.ml.detector import ARCHITECTURES, build_detector
+
+STATE_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What the checkpoint says about its detector."""
+
+    uri: str
+    arch: str
+    num_classes: int
+    image_size: int
+    classes: list[str]
+    epoch: int | None = None
+    global_step: int | None = None
+    lightning_version: str | None = None
+
+
+def _read_checkpoint(checkpoint_uri: str) -> dict[str, Any]:
+    raw = uri_io.read_bytes(checkpoint_uri)
+    try:
+        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling arbitrary bytes fails in many ways
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (cannot be read by torch.load: "
+            f"{first_line})"
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (holds a {type(loaded).__name__}, "
+            "expected a Lightning checkpoint)"
+        )
+    return loaded
+
+
+def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> CheckpointInfo:
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    if not isinstance(hyper_parameters, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (no hyper_parameters/state_dict; "
+            "pass the model.ckpt written by the train stage)"
+        )
+    missing = [
+        k for k in ("arch", "num_classes", "image_size", "classes") if k not in hyper_parameters
+    ]
+    if missing:
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (hyper_parameters lack {', '.join(missing)})"
+        )
+    arch = str(hyper_parameters["arch"])
+    if arch not in ARCHITECTURES:
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (unknown arch {arch!r}, "
+            f"expected one of {ARCHITECTURES})"
+        )
+    classes = [str(name) for name in hyper_parameters["classes"]]
+    num_classes = int(hyper_parameters["num_classes"])
+    if num_classes != len(classes) + 1:
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (num_classes={num_classes} but "
+            f"{len(classes)} class names; num_classes counts the background)"
+        )
+    return CheckpointInfo(
+        uri=checkpoint_uri,
+        arch=arch,
+        num_classes=num_classes,
+        image_size=int(hyper_parameters["image_size"]),
+        classes=classes,
+        epoch=checkpoint.get("epoch"),
+        global_step=checkpoint.get("global_step"),
+        lightning_version=checkpoint.get("pytorch-lightning_version"),
+    )
+
+
+def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, CheckpointInfo]:
+    """The detector (eval mode, CPU) and its description, from a train-stage ``model.ckpt``."""
+    checkpoint = _read_checkpoint(checkpoint_uri)
+    info = _checkpoint_info(checkpoint_uri, checkpoint)
+    detector_state = {
+        key[len(STATE_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(STATE_PREFIX)
+    }
+    detector = build_detector(info.arch, info.num_classes, info.image_size)
+    try:
+        result = detector.load_state_dict(detector_state, strict=False)
+    except RuntimeError as exc:  # tensor shapes that do not fit the architecture
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {info.arch} with "
+            f"{info.num_classes} classes: {str(exc).splitlines()[-1].strip()})"
+        ) from exc
+    if result.missing_keys or result.unexpected_keys:
+        problems = result.missing_keys[:3] or result.unexpected_keys[:3]
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {info.arch} with "
+            f"{info.num_classes} classes: {len(result.missing_keys)} missing, "
+            f"{len(result.unexpected_keys)} unexpected keys, e.g. {', '.join(problems)})"
+        )
+    return detector.eval(), info

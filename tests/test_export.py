@@ -1,0 +1,212 @@
+"""The export stage: TorchScript model with resize and rescale inside, parity check, BentoML
+archive with metadata, one-line errors for bad checkpoints, atomic output."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import bentoml
+import pytest
+import torch
+import torch.nn.functional as F
+from bentoml._internal.models import ModelStore
+
+from components.core import uri as uri_io
+from components.core.errors import NotFoundError, SolarpipeError
+from components.export.__main__ import main as export_main
+from components.export.parity import check_parity, sample_images
+from components.ml.checkpoint import load_detector_checkpoint
+from components.ml.scripted import ServedDetector, load_scripted_model, resolve_device
+from tests.detector_fixture import (
+    ARCH,
+    CLASSES,
+    IMAGE_SIZE,
+    cached_checkpoint,
+    cached_export,
+    write_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cached_checkpoint(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cached_export(tmp_path_factory.getbasetemp())
+
+
+def run_export(checkpoint: str, out: str, *overrides: str) -> int:
+    argv = ["--checkpoint", checkpoint, "--out", out]
+    for override in overrides:
+        argv += ["--set", override]
+    return export_main(argv)
+
+
+def test_export_from_s3_to_s3_writes_model_archive_and_summary(
+    checkpoint: Path, bucket: str, tmp_path: Path
+) -> None:
+    uri_io.upload_file(checkpoint, f"s3://{bucket}/train/model.ckpt")
+    uri_io.write_json(f"s3://{bucket}/train/metrics.json", {"val_map_50": 0.75, "epochs": 3})
+    out = f"s3://{bucket}/export"
+
+    assert run_export(f"s3://{bucket}/train/model.ckpt", out) == 0
+
+    names = sorted(uri_io.basename(o.uri) for o in uri_io.list_objects(out))
+    assert names == ["export.json", "model.pt", "solar_panel_detector.tar.gz"]
+    model = load_scripted_model(out)  # the prefix: model.pt inside it
+    assert (model.arch, model.image_size, list(model.classes)) == (ARCH, IMAGE_SIZE, CLASSES)
+    assert model.score_threshold == pytest.approx(0.3)
+    summary = uri_io.read_json(f"{out}/export.json")
+    assert summary["parity"]["max_box_diff"] <= summary["parity"]["atol"]
+    assert summary["parity"]["images"] == 4 and summary["parity"]["detections"] > 0
+
+    archive = tmp_path / "solar_panel_detector.tar.gz"
+    uri_io.download_file(f"{out}/solar_panel_detector.tar.gz", archive)
+    with tarfile.open(archive, "r:gz") as tar:  # gzip, as the name says
+        assert "./model.pt" in tar.getnames()
+    imported = bentoml.models.import_model(str(archive), _model_store=ModelStore(tmp_path / "home"))
+    assert str(imported.tag) == summary["bento_tag"]
+    metadata = imported.info.metadata
+    assert metadata["image_size"] == IMAGE_SIZE and metadata["classes"] == CLASSES
+    assert metadata["score_threshold"] == pytest.approx(0.3)
+    assert metadata["metrics"] == {"val_map_50": 0.75, "epochs": 3}
+    assert metadata["torch_version"] == str(torch.__version__)
+    assert imported.info.labels["arch"] == ARCH
+    packaged = Path(imported.path_of("model.pt")).read_bytes()
+    assert packaged == uri_io.read_bytes(f"{out}/model.pt")
+
+
+def test_scripted_model_gives_boxes_in_the_input_pixels(exported: Path) -> None:
+    model = load_scripted_model(str(exported / "model.pt"))
+    torch.manual_seed(1)
+    height, width = 96, 200
+    picture = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8)
+    as_float = picture.permute(2, 0, 1).float() / 255
+    resized = F.interpolate(
+        as_float[None], size=[IMAGE_SIZE] * 2, mode="bilinear", align_corners=False, antialias=True
+    )[0]
+    with torch.inference_mode():
+        from_uint8, from_float, at_model_size = model([picture, as_float, resized], 0.0)
+
+    assert len(from_uint8["boxes"]) > 0
+    torch.testing.assert_close(from_uint8["boxes"], from_float["boxes"])
+    scale = torch.tensor([width / IMAGE_SIZE, height / IMAGE_SIZE] * 2)
+    torch.testing.assert_close(from_uint8["boxes"], at_model_size["boxes"] * scale)
+    assert float(from_uint8["boxes"][:, 0::2].max()) <= width
+    assert float(from_uint8["boxes"][:, 1::2].max()) <= height
+
+
+def test_default_threshold_is_the_exports(exported: Path) -> None:
+    model = load_scripted_model(str(exported))
+    image = sample_images(IMAGE_SIZE, 1)[0]
+    with torch.inference_mode():
+        everything = model([image], 0.0)[0]
+        default = model([image])[0]
+    expected = int((everything["scores"] >= model.score_threshold).sum())
+    assert len(default["scores"]) == expected
+    assert bool((default["scores"] >= model.score_threshold).all())
+
+
+def test_parity_check_fails_when_the_scripted_model_differs(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    detector, info = load_detector_checkpoint(str(checkpoint))
+    eager = ServedDetector(detector, info.arch, info.image_size, info.classes, 0.3)
+    other_detector, _ = load_detector_checkpoint(str(write_checkpoint(tmp_path / "b.ckpt", 0, 7)))
+    other = torch.jit.script(
+        ServedDetector(other_detector, info.arch, info.image_size, info.classes, 0.3)
+    )
+    with pytest.raises(SolarpipeError, match="parity check failed"):
+        check_parity(eager, other, sample_images(IMAGE_SIZE, 2), 1e-3)
+
+
+def bad_checkpoint(kind: str, folder: Path) -> Path:
+    path = folder / f"{kind}.ckpt"
+    if kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint\n")
+    elif kind == "no-hyper-parameters":
+        torch.save({"state_dict": {"model.w": torch.zeros(1)}}, path)
+    elif kind == "unknown-arch":
+        torch.save(
+            {
+                "state_dict": {},
+                "hyper_parameters": {
+                    "arch": "resnet18",
+                    "num_classes": 2,
+                    "image_size": 64,
+                    "classes": ["solar_panel"],
+                },
+            },
+            path,
+        )
+    elif kind == "wrong-weights":
+        torch.save(
+            {
+                "state_dict": {"model.backbone.weight": torch.zeros(3)},
+                "hyper_parameters": {
+                    "arch": ARCH,
+                    "num_classes": 2,
+                    "image_size": 64,
+                    "classes": ["solar_panel"],
+                },
+            },
+            path,
+        )
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "no-hyper-parameters", "unknown-arch", "wrong-weights"]
+)
+def test_file_that_is_not_a_detector_checkpoint_is_refused_and_old_output_kept(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"previous export")
+
+    assert run_export(str(bad_checkpoint(kind, tmp_path)), str(out)) == 1
+
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("components.export: error: not a detector checkpoint:")
+    assert len(error.splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["model.pt"]
+    assert (out / "model.pt").read_bytes() == b"previous export"
+
+
+def test_missing_checkpoint_is_named_and_nothing_written(
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_export(f"s3://{bucket}/train/none.ckpt", str(tmp_path / "export")) == 1
+    assert f"s3://{bucket}/train/none.ckpt" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+
+
+def test_invalid_bentoml_name_is_a_usage_error(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = run_export(str(checkpoint), str(tmp_path / "export"), "export.name=Not A Name!")
+    assert status == 2
+    assert "export.name" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+
+
+def test_model_file_that_is_not_torchscript_is_refused(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(SolarpipeError, match="not a TorchScript model"):
+        load_scripted_model(str(checkpoint))  # a torch.save file, not TorchScript
+    foreign = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(foreign))
+    with pytest.raises(SolarpipeError, match="not a solarpipe detector"):
+        load_scripted_model(str(foreign))
+    with pytest.raises(NotFoundError, match="no such model file"):
+        load_scripted_model(str(tmp_path / "absent"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_requested_without_cuda_is_an_error() -> None:
+    with pytest.raises(SolarpipeError, match=r"evaluate\.device=cuda but CUDA is not available"):
+        resolve_device("cuda", "evaluate.device")
+    assert resolve_device("auto", "evaluate.device") == torch.device("cpu")
