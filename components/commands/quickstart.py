@@ -209,7 +209,10 @@ def print_results(project: Path, params: Params, elapsed_s: float) -> None:
     print("\nsolarpipe quickstart results")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    archive = "bentomodel" if params.export.archive == "bentomodel" else "tar.gz"
     print("\nserve the model:")
-    print(f"  bentoml models import out/export/{params.export.name}.bentomodel")
-    print("  bentoml serve components.serving.service:SolarPanelDetector")
+    print("  export BENTOML_HOME=$PWD/out/bentoml BENTOML_DO_NOT_TRACK=true")
+    print(f"  bentoml models import out/export/{params.export.name}.{archive}")
+    print("  bentoml serve components.serving.service:SolarPanelDetector --port 3000")
+    print("  curl -F images=@tile.png http://127.0.0.1:3000/detect")
     print("see `dvc metrics show`, `dvc plots show`, and out/preview/index.html")
