@@ -37,6 +37,12 @@ def _type_name(annotation: object) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _is_uniform_table(model: type[BaseModel]) -> bool:
+    """A model whose fields are all the same sub-model (one row per field reads better)."""
+    annotations = {field.annotation for field in model.model_fields.values()}
+    return len(annotations) == 1 and len(model.model_fields) > 2
+
+
 def reference_rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(key, type, default, description) for every leaf param, sections in schema order."""
     defaults = model().model_dump(mode="json")
@@ -44,6 +50,11 @@ def reference_rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[s
         key = f"{prefix}{name}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if _is_uniform_table(annotation):  # e.g. kubeflow.resources.<stage>: one row each
+                for stage, value in defaults[name].items():
+                    shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+                    yield f"{key}.{stage}", "mapping", shown, f"requests and limits of {stage}"
+                continue
             yield from reference_rows(annotation, f"{key}.")
             continue
         default = yaml.safe_dump(defaults[name], default_flow_style=True, width=1000).strip()

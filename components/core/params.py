@@ -33,9 +33,7 @@ class DataParams(Section):
     """Where the pipeline's data lives when ``dvc repro`` runs it (Kubeflow passes its own)."""
 
     bucket: str = Field("solarpipe", description="bucket the quickstart creates and uses")
-    raster: str = Field(
-        "s3://solarpipe/scenes/synthetic.tif", description="source GeoTIFF/VRT URI"
-    )
+    raster: str = Field("s3://solarpipe/scenes/synthetic.tif", description="source GeoTIFF/VRT URI")
     tiles: str = Field("s3://solarpipe/tiles", description="URI prefix of the PNG tiles")
     annotations: str = Field(
         "s3://solarpipe/annotations", description="Label Studio export storage prefix"
@@ -57,9 +55,11 @@ class PrepareParams(Section):
 
 
 class SplitParams(Section):
-    train: float = Field(0.7, ge=0, le=1)
-    val: float = Field(0.15, ge=0, le=1)
-    test: float = Field(0.15, ge=0, le=1)
+    train: float = Field(0.7, ge=0, le=1, description="share of tiles for training")
+    val: float = Field(
+        0.15, ge=0, le=1, description="share of tiles for validation (best checkpoint)"
+    )
+    test: float = Field(0.15, ge=0, le=1, description="share of tiles for evaluate")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitParams:
@@ -70,12 +70,18 @@ class SplitParams(Section):
 
 
 class LabelStudioParams(Section):
-    title: str = "solarpipe solar panels"
-    labels: list[str] = Field(default_factory=lambda: ["solar_panel"])
-    regex_filter: str = r".*\.png$"
-    use_blob_urls: bool = True
-    presign: bool = True
-    export_format: Literal["annotation", "task"] = "annotation"
+    title: str = Field("solarpipe solar panels", description="project title (finds the project)")
+    labels: list[str] = Field(
+        default_factory=lambda: ["solar_panel"], description="RectangleLabels; the classes"
+    )
+    regex_filter: str = Field(r".*\.png$", description="tiles the import storage picks up")
+    use_blob_urls: bool = Field(True, description="one task per image object")
+    presign: bool = Field(True, description="Label Studio serves tiles by presigned URLs")
+    export_format: Literal["annotation", "task"] = Field(
+        "annotation",
+        description="annotate-from-truth writes one object per annotation (Label Studio's "
+        "default) or per task (FUTURE_SAVE_TASK_TO_STORAGE)",
+    )
     s3_endpoint: str = Field(
         "", description="S3 endpoint as the Label Studio server sees it; empty = the pipeline's"
     )
@@ -83,20 +89,20 @@ class LabelStudioParams(Section):
 
 
 class PreprocessParams(Section):
-    strict: bool = False
+    strict: bool = Field(False, description="a malformed export object is fatal, not skipped")
     max_empty_fraction: float | None = Field(
         0.5, ge=0, le=1, description="cap on the share of tiles without panels; null = no cap"
     )
     split: SplitParams = Field(default_factory=SplitParams)
-    seed: int = 42
+    seed: int = Field(42, description="seed of the empty-tile cap and of the split")
     min_box_size: float = Field(2.0, ge=0, description="boxes narrower than this (px) are dropped")
     workers: int = Field(16, gt=0, description="concurrent object fetches")
 
 
 class PreviewParams(Section):
     samples: int = Field(8, ge=0, description="tiles drawn per split")
-    line_width: int = Field(2, gt=0)
-    seed: int = 0
+    line_width: int = Field(2, gt=0, description="box outline in pixels")
+    seed: int = Field(0, description="seed of the tile choice")
 
 
 class TrainParams(Section):
@@ -134,13 +140,18 @@ class TrainParams(Section):
     fallback_to_cpu: bool = Field(
         False, description="train on CPU when train.accelerator asks for a GPU that is absent"
     )
+    bn_recalibration_batches: int = Field(
+        4, ge=0, description="recent train batches that re-estimate BatchNorm stats; 0 = off"
+    )
 
 
 class ExportParams(Section):
-    name: str = "solar_panel_detector"
-    score_threshold: float = Field(0.3, ge=0, le=1)
-    parity_atol: float = Field(1e-3, gt=0)
-    parity_samples: int = Field(4, gt=0)
+    name: str = Field("solar_panel_detector", description="BentoML model name")
+    score_threshold: float = Field(
+        0.3, ge=0, le=1, description="default score threshold inside the scripted model"
+    )
+    parity_atol: float = Field(1e-3, gt=0, description="eager vs TorchScript tolerance (px, score)")
+    parity_samples: int = Field(4, gt=0, description="sample images of the parity check")
     archive: Literal["tar.gz", "bentomodel"] = Field(
         "tar.gz",
         description="BentoML model archive: tar.gz (fast) or bentomodel (xz: ~25x slower, ~2% smaller)",
@@ -148,10 +159,12 @@ class ExportParams(Section):
 
 
 class EvaluateParams(Section):
-    score_threshold: float = Field(0.3, ge=0, le=1)
-    iou_threshold: float = Field(0.5, gt=0, le=1)
+    score_threshold: float = Field(
+        0.3, ge=0, le=1, description="precision/recall/F1 count detections above this score"
+    )
+    iou_threshold: float = Field(0.5, gt=0, le=1, description="IoU that makes a detection a hit")
     overlays: int = Field(4, ge=0, description="best and worst tiles drawn")
-    split: Literal["train", "val", "test"] = "test"
+    split: Literal["train", "val", "test"] = Field("test", description="split to score")
     batch_size: int = Field(8, gt=0, description="tiles per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
 
@@ -161,9 +174,9 @@ class DetectParams(Section):
         0, ge=0, description="window edge in raster pixels; 0 = the model's image_size (its scale)"
     )
     overlap: int = Field(64, ge=0, description="pixels shared by neighbouring windows")
-    batch_size: int = Field(4, gt=0)
-    score_threshold: float = Field(0.3, ge=0, le=1)
-    nms_iou: float = Field(0.5, gt=0, le=1)
+    batch_size: int = Field(4, gt=0, description="windows per forward pass")
+    score_threshold: float = Field(0.3, ge=0, le=1, description="detections kept above this score")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which seam duplicates merge")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
 
 
@@ -274,10 +287,10 @@ class RetryParams(Section):
         default_factory=lambda: [*S3_RETRIED_STAGES],
         description="tasks retried on failure (S3 hiccups); not train (long, resumable) by default",
     )
-    max_retries: int = Field(3, ge=0)
-    backoff_duration: str = Field("30s", pattern=r"^[0-9]+s$")
-    backoff_factor: float = Field(2.0, ge=1)
-    backoff_max_duration: str = Field("1800s", pattern=r"^[0-9]+s$")
+    max_retries: int = Field(3, ge=0, description="retries of a failed task")
+    backoff_duration: str = Field("30s", pattern=r"^[0-9]+s$", description="first wait")
+    backoff_factor: float = Field(2.0, ge=1, description="each wait is this times the last")
+    backoff_max_duration: str = Field("1800s", pattern=r"^[0-9]+s$", description="longest wait")
 
 
 class KubeflowParams(Section):
@@ -289,16 +302,20 @@ class KubeflowParams(Section):
 
     registry: str = Field("", description="image registry prefix, e.g. ghcr.io/org; empty = local")
     tag: str = Field("", description="image tag; empty = the project version")
-    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        "IfNotPresent", description="pull policy of every task's image"
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets for a private registry"
+    )
     s3_secret: str = Field("solarpipe-s3", min_length=1, description="Secret with the AWS_* keys")
     namespace: str = Field("solarpipe", description="namespace of the run's pods and the Secret")
     service_account: str = Field(
         "solarpipe-pipeline", description="service account of the run (k8s/); empty = KFP's"
     )
-    experiment: str = "solarpipe"
+    experiment: str = Field("solarpipe", description="KFP experiment of submitted runs")
     run_as_user: int = Field(10001, gt=0, description="non-root UID of every task (the images')")
-    run_as_group: int = Field(10001, gt=0)
+    run_as_group: int = Field(10001, gt=0, description="GID of every task")
     caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
     gpu: GpuParams = Field(default_factory=GpuParams)
     resources: StageResourcesParams = Field(default_factory=StageResourcesParams)
