@@ -17,3 +17,10 @@ class UsageError(SolarpipeError):
 
 class NotFoundError(SolarpipeError):
     """An input URI (object, file, bucket) that does not exist."""
+
+
+# What to do when tiles listed in a manifest are gone from S3 (an embedded server restarted).
+MISSING_TILES_HINT = (
+    "the tiles are gone from S3: rebuild them with `dvc repro --force prepare` "
+    "(or rerun `solarpipe quickstart`, which does it by itself)"
+)

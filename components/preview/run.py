@@ -9,7 +9,7 @@ from pathlib import Path
 
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, load_annotations
-from components.core.errors import NotFoundError
+from components.core.errors import MISSING_TILES_HINT, NotFoundError
 from components.core.params import PreviewParams
 from components.preview.draw import draw_boxes
 from components.preview.gallery import SPLITS, Sample, gallery_html, summary_markdown, ui_metadata
@@ -42,7 +42,9 @@ def render_sample(sample: Sample, folder: Path, line_width: int, annotations_uri
     try:
         tile_png = uri_io.read_bytes(sample.image.image)
     except NotFoundError as exc:
-        raise NotFoundError(f"tile listed in {annotations_uri} is missing: {exc}") from exc
+        raise NotFoundError(
+            f"tile listed in {annotations_uri} is missing ({exc}); {MISSING_TILES_HINT}"
+        ) from exc
     drawn = draw_boxes(tile_png, sample.image.boxes, line_width, sample.image.image)
     target = folder / sample.file_name
     target.parent.mkdir(parents=True, exist_ok=True)
