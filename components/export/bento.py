@@ -60,6 +60,7 @@ def write_bento_archive(
             model_name, labels=labels, metadata=metadata, _model_store=store
         ) as bento_model:
             shutil.copyfile(model_file, bento_model.path_of(model_file.name))
-        target = out_dir / archive_name(model_name, archive)
+        # absolute: BentoML hands the path to fsspec, which reads a relative one from "/"
+        target = out_dir.resolve() / archive_name(model_name, archive)
         bentoml.models.export_model(bento_model.tag, str(target), _model_store=store)
     return str(bento_model.tag), target
