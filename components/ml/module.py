@@ -1,0 +1,223 @@
+"""The Lightning module: a torchvision detector, its optimizer and schedule, and val/test mAP.
+
+Checkpoint contract (export, evaluate and detect rely on it): the detector is ``self.model``
+(state-dict keys start with ``model.``) and ``hyper_parameters`` holds ``arch``,
+``num_classes`` (background included), ``image_size`` and ``classes``.
+
+The learning-rate schedule runs over the training *budget*: progress is the larger of the
+share of steps done and the share of ``max_time`` used, so a time-limited run still anneals.
+
+Before every validation the BatchNorm running statistics are re-estimated for the current
+weights from the last few training batches ("precise BN"): a detector trained from scratch for
+a few hundred steps otherwise validates (and is saved) with statistics that lag its weights so
+far that its eval-mode output is noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Timer
+from torchmetrics.detection import MeanAveragePrecision
+
+from components.ml.dataset import TileBatch
+from components.ml.detector import build_detector
+
+# Metric keys logged for each evaluated split, from MeanAveragePrecision's result.
+MAP_KEYS = {"map": "map", "map_50": "map_50", "map_75": "map_75", "mar_100": "mar_100"}
+STEP_MILESTONES = (0.7, 0.9)  # "step" schedule: lr x0.1 at 70 % and again at 90 % of the budget
+ONECYCLE_WARMUP = 0.3  # "onecycle": warm up over 30 % of the budget, then cosine down
+MIN_LR_FACTOR = 0.01
+
+
+def lr_factor(schedule: str, progress: float, warmup_fraction: float) -> float:
+    """Multiplier of the base learning rate at ``progress`` (0 → 1) through the budget."""
+    warmup = ONECYCLE_WARMUP if schedule == "onecycle" else warmup_fraction
+    if warmup > 0 and progress < warmup:
+        return max(MIN_LR_FACTOR, progress / warmup)
+    if schedule in ("cosine", "onecycle"):
+        remaining = (progress - warmup) / max(1e-9, 1.0 - warmup)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, remaining)))
+        return MIN_LR_FACTOR + (1.0 - MIN_LR_FACTOR) * cosine
+    if schedule == "step":
+        return 0.1 ** sum(progress >= milestone for milestone in STEP_MILESTONES)
+    return 1.0
+
+
+BATCH_NORMS = (
+    torch.nn.BatchNorm1d,
+    torch.nn.BatchNorm2d,
+    torch.nn.BatchNorm3d,
+    torch.nn.SyncBatchNorm,
+)
+
+
+def recalibrate_batch_norm(model: torch.nn.Module, batches: Iterable[TileBatch]) -> None:
+    """Replace BatchNorm running statistics by their average over ``batches`` (train-mode
+    forward passes without gradients) for the model's current weights."""
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [norm.momentum for norm in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch.images, batch.targets)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
+def _map_metric() -> MeanAveragePrecision:
+    metric = MeanAveragePrecision(iou_type="bbox", backend="pycocotools")
+    metric.warn_on_many_detections = False  # an untrained detector's early epochs: not news
+    return metric
+
+
+class DetectorModule(LightningModule):
+    """Train a torchvision detector on :class:`TileBatch` batches; log val mAP every epoch."""
+
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        image_size: int,
+        classes: Sequence[str],
+        pretrained: str = "none",
+        optimizer: str = "adamw",
+        lr: float = 0.01,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        scheduler: str = "cosine",
+        warmup_fraction: float = 0.05,
+        bn_recalibration_batches: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {
+                "arch": arch,
+                "num_classes": num_classes,
+                "image_size": image_size,
+                "classes": list(classes),
+                "pretrained": pretrained,
+                "optimizer": optimizer,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "scheduler": scheduler,
+                "warmup_fraction": warmup_fraction,
+                "bn_recalibration_batches": bn_recalibration_batches,
+            }
+        )
+        self.model = build_detector(arch, num_classes, image_size, pretrained)
+        self.val_map = _map_metric()
+        self.test_map = _map_metric()
+        self._total_steps = 0.0
+        self._recent_batches: deque[TileBatch] = deque(maxlen=max(1, bn_recalibration_batches))
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return self.model(images)
+
+    # -- schedule -------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._total_steps = float(self.trainer.estimated_stepping_batches)
+
+    def budget_progress(self) -> float:
+        """Share of the training budget used: steps done or time spent, whichever is more."""
+        if self._trainer is None:
+            return 0.0
+        progress = self.global_step / self._total_steps if self._total_steps > 0 else 0.0
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is not None:
+            elapsed = timer.time_elapsed("train")
+            remaining = timer.time_remaining("train")
+            if remaining is not None and elapsed + remaining > 0:
+                progress = max(progress, elapsed / (elapsed + remaining))
+        return min(1.0, progress)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                trainable,
+                lr=hp.lr,
+                momentum=hp.momentum,
+                weight_decay=hp.weight_decay,
+                nesterov=hp.momentum > 0,
+            )
+        else:
+            optimizer = torch.optim.AdamW(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda _step: lr_factor(hp.scheduler, self.budget_progress(), hp.warmup_fraction),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+        }
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: TileBatch, batch_idx: int) -> torch.Tensor | None:
+        if batch.skipped:
+            self.log(
+                "train_skipped_images",
+                float(batch.skipped),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                batch_size=1,
+            )
+        if not batch.images:
+            return None
+        losses = self.model(batch.images, batch.targets)
+        loss = sum(losses.values())
+        if self.hparams.bn_recalibration_batches:
+            images = [image.detach() for image in batch.images]
+            self._recent_batches.append(TileBatch(images, batch.targets, 0))
+        size = len(batch.images)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        for name, value in losses.items():
+            self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def _update_map(self, metric: MeanAveragePrecision, batch: TileBatch) -> None:
+        if batch.images:
+            predictions = self.model(batch.images)
+            metric.update(
+                [{k: v.float() if k != "labels" else v for k, v in p.items()} for p in predictions],
+                batch.targets,
+            )
+
+    def _log_map(self, metric: MeanAveragePrecision, prefix: str) -> None:
+        result = metric.compute()
+        for key, name in MAP_KEYS.items():
+            self.log(
+                f"{prefix}_{name}", result[key].float(), prog_bar=key == "map_50", sync_dist=False
+            )
+        metric.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking and self._recent_batches:
+            recalibrate_batch_norm(self.model, self._recent_batches)
+
+    def validation_step(self, batch: TileBatch, batch_idx: int) -> None:
+        self._update_map(self.val_map, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_map(self.val_map, "val")
+
+    def test_step(self, batch: TileBatch, batch_idx: int) -> None:
+        self._update_map(self.test_map, batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_map(self.test_map, "test")

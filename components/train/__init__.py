@@ -1,0 +1,1 @@
+"""The train stage: fit a torchvision detector on ``annotations.json``, streaming tiles by URI."""
