@@ -54,7 +54,9 @@ def encode_bound(raster_uri: str, params: PrepareParams) -> tuple[int, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tile-size", type=int, default=256)
     args = parser.parse_args()
@@ -79,8 +81,10 @@ def main() -> int:
         bound_count, bound_s = encode_bound(raster_uri, params)
         bound = bound_count / bound_s
     server.stop()
-    print(f"raster {args.size}x{args.size} px, {summary.planned} tiles of {args.tile_size} px, "
-          f"{os.cpu_count()} cores, embedded S3 on loopback")
+    print(
+        f"raster {args.size}x{args.size} px, {summary.planned} tiles of {args.tile_size} px, "
+        f"{os.cpu_count()} cores, embedded S3 on loopback"
+    )
     print(f"{'way':<34}{'tiles/s':>10}")
     print(f"{'(a) prepare (ours)':<34}{ours:>10.1f}")
     print(f"{'(b) naive, one window at a time':<34}{naive_rate:>10.1f}")

@@ -69,8 +69,7 @@ def test_truth_sits_next_to_the_raster_with_the_same_stem() -> None:
     assert truth_uri_for("/data/synth/town.tiff") == "/data/synth/town.geojson"
 
 
-def test_truth_is_a_feature_collection_of_closed_anticlockwise_rectangles(
-        scene: SceneInfo) -> None:
+def test_truth_is_a_feature_collection_of_closed_anticlockwise_rectangles(scene: SceneInfo) -> None:
     truth = read_truth(scene)
     assert truth["type"] == "FeatureCollection"
     assert truth["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::2056"
@@ -115,7 +114,7 @@ def luminance_inside_and_around(pixels: np.ndarray, corners: np.ndarray) -> tupl
     axis_v = np.array([-axis_u[1], axis_u[0]])
     half_u = np.linalg.norm(corners[1] - corners[0]) / 2
     half_v = np.linalg.norm(corners[2] - corners[1]) / 2
-    rows, cols = np.mgrid[0:pixels.shape[0], 0:pixels.shape[1]]
+    rows, cols = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
     offset_x, offset_y = cols + 0.5 - centre[0], rows + 0.5 - centre[1]
     u = np.abs(offset_x * axis_u[0] + offset_y * axis_u[1]) - half_u
     v = np.abs(offset_x * axis_v[0] + offset_y * axis_v[1]) - half_v

@@ -97,24 +97,29 @@ def truth_feature_collection(scene: Scene, origin: tuple[float, float]) -> dict:
         first_side, second_side = ring[1] - ring[0], ring[2] - ring[1]
         fraction = float(scene.occluded_fraction[index])
         modules = scene.panel_modules[index]
-        features.append({
-            "type": "Feature",
-            "id": index + 1,
-            "properties": {
+        features.append(
+            {
+                "type": "Feature",
                 "id": index + 1,
-                "occluded": fraction > 0.0,
-                "occluded_fraction": round(fraction, 3),
-                "width_m": round(float(np.hypot(*first_side)), 3),
-                "height_m": round(float(np.hypot(*second_side)), 3),
-                "angle_deg": round(float(np.degrees(np.arctan2(first_side[1], first_side[0]))), 2),
-                "modules": [modules[0], modules[1]],
-            },
-            "geometry": {
-                "type": "Polygon",
-                "coordinates": [[[round(float(e), 3), round(float(n), 3)]
-                                 for e, n in [*ring, ring[0]]]],
-            },
-        })
+                "properties": {
+                    "id": index + 1,
+                    "occluded": fraction > 0.0,
+                    "occluded_fraction": round(fraction, 3),
+                    "width_m": round(float(np.hypot(*first_side)), 3),
+                    "height_m": round(float(np.hypot(*second_side)), 3),
+                    "angle_deg": round(
+                        float(np.degrees(np.arctan2(first_side[1], first_side[0]))), 2
+                    ),
+                    "modules": [modules[0], modules[1]],
+                },
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [[round(float(e), 3), round(float(n), 3)] for e, n in [*ring, ring[0]]]
+                    ],
+                },
+            }
+        )
     return {
         "type": "FeatureCollection",
         "name": "solar_panels",

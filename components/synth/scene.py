@@ -37,7 +37,13 @@ ROOF_COLOUR_WEIGHTS = {"terracotta": 0.42, "brown": 0.2, "grey": 0.2, "slate": 0
 FLAT_ROOF_COLOURS: list[RGB] = [(160, 156, 146), (138, 138, 134), (176, 172, 160), (96, 96, 100)]
 PANEL_COLOURS: list[RGB] = [(22, 24, 30), (30, 44, 82), (25, 34, 58), (28, 32, 46), (34, 50, 92)]
 CAR_DARK: list[RGB] = [(24, 24, 28), (30, 36, 56), (44, 44, 50), (36, 30, 30)]
-CAR_LIGHT: list[RGB] = [(222, 222, 226), (182, 184, 188), (160, 34, 30), (44, 74, 140), (140, 140, 145)]
+CAR_LIGHT: list[RGB] = [
+    (222, 222, 226),
+    (182, 184, 188),
+    (160, 34, 30),
+    (44, 74, 140),
+    (140, 140, 145),
+]
 TREE_COLOURS: list[RGB] = [(62, 96, 44), (48, 82, 40), (82, 106, 54), (36, 62, 40), (70, 90, 40)]
 
 
@@ -211,8 +217,9 @@ def _luminance(colour: tuple[float, float, float]) -> float:
     return 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
 
 
-def face_shade(direction: tuple[float, float], pitch: float, sun: tuple[float, float],
-               elevation: float) -> float:
+def face_shade(
+    direction: tuple[float, float], pitch: float, sun: tuple[float, float], elevation: float
+) -> float:
     """Brightness factor of a roof face sloping down towards `direction` (flat roof: 1)."""
     facing = direction[0] * sun[0] + direction[1] * sun[1]
     lit = math.sin(pitch) * math.cos(elevation) * facing + math.cos(pitch) * math.sin(elevation)
@@ -242,8 +249,11 @@ class _TownBuilder:
         self.theta = float(rng.uniform(-0.5, 0.5))
         self.extent = size * 0.72 + 120
         azimuth = float(rng.uniform(-0.9, 0.9))  # sun bearing off due south (+y), + is east
-        self.layout = Layout(size=size, sun=(math.sin(azimuth), math.cos(azimuth)),
-                             sun_elevation=float(rng.uniform(0.95, 1.15)))
+        self.layout = Layout(
+            size=size,
+            sun=(math.sin(azimuth), math.cos(azimuth)),
+            sun_elevation=float(rng.uniform(0.95, 1.15)),
+        )
 
     # geometry helpers
     def frame_point(self, t1: float, t2: float) -> tuple[float, float]:
@@ -278,8 +288,9 @@ class _TownBuilder:
         self._trees_over_panels()
         return self.layout
 
-    def _road_lines(self, block: tuple[float, float], asphalt: tuple[float, float]
-                    ) -> list[tuple[float, float, float]]:
+    def _road_lines(
+        self, block: tuple[float, float], asphalt: tuple[float, float]
+    ) -> list[tuple[float, float, float]]:
         """(centre, asphalt width, sidewalk width) of parallel roads across the extent."""
         lines = []
         position = -self.extent - float(self.rng.uniform(0, block[1]))
@@ -296,14 +307,18 @@ class _TownBuilder:
             return self.frame_box(0.0, centre, length, width)
         return self.frame_box(centre, 0.0, width, length)
 
-    def _roads(self, streets: list[tuple[float, float, float]],
-               cross_streets: list[tuple[float, float, float]]) -> None:
+    def _roads(
+        self,
+        streets: list[tuple[float, float, float]],
+        cross_streets: list[tuple[float, float, float]],
+    ) -> None:
         roads = [(True, line) for line in streets] + [(False, line) for line in cross_streets]
         items = self.layout.ground_items
         for along_t1, (centre, width, sidewalk) in roads:
             colour = _jitter(self.rng, (176, 173, 166), 0.04)
-            items.append(Item(self._road_box(along_t1, centre, width + 2 * sidewalk), colour,
-                              SIDEWALK))
+            items.append(
+                Item(self._road_box(along_t1, centre, width + 2 * sidewalk), colour, SIDEWALK)
+            )
         for along_t1, (centre, width, _) in roads:
             colour = _jitter(self.rng, (98, 99, 103), 0.06)
             items.append(Item(self._road_box(along_t1, centre, width), colour, ASPHALT))
@@ -311,8 +326,12 @@ class _TownBuilder:
             others = cross_streets if along_t1 else streets
             self._markings(along_t1, line, others)
 
-    def _markings(self, along_t1: bool, line: tuple[float, float, float],
-                  others: list[tuple[float, float, float]]) -> None:
+    def _markings(
+        self,
+        along_t1: bool,
+        line: tuple[float, float, float],
+        others: list[tuple[float, float, float]],
+    ) -> None:
         centre, width, _ = line
         white = (226, 226, 218)
 
@@ -320,8 +339,11 @@ class _TownBuilder:
             return any(abs(t - c) < w / 2 + s + clearance for c, w, s in others)
 
         def mark(t: float, across: float, length: float, thickness: float) -> None:
-            box = (self.frame_box(t, centre + across, length, thickness) if along_t1
-                   else self.frame_box(centre + across, t, thickness, length))
+            box = (
+                self.frame_box(t, centre + across, length, thickness)
+                if along_t1
+                else self.frame_box(centre + across, t, thickness, length)
+            )
             if self.visible(box):
                 self.layout.ground_items.append(Item(box, white, MARKING))
 
@@ -395,18 +417,25 @@ class _TownBuilder:
         yard = self.frame_box(middle, t2, length + 44, b2 - a2 - 10)
         self.layout.ground_items.append(Item(yard, _jitter(rng, (172, 168, 160), 0.04), PAVING))
         box = self.frame_box(middle, t2, length, depth, float(rng.normal(0, 0.02)))
-        roof = Roof(box, "flat", _jitter(rng, FLAT_ROOF_COLOURS[int(rng.integers(3))], 0.04),
-                    0.0, self.shadow_length(float(rng.uniform(8, 11))))
+        roof = Roof(
+            box,
+            "flat",
+            _jitter(rng, FLAT_ROOF_COLOURS[int(rng.integers(3))], 0.04),
+            0.0,
+            self.shadow_length(float(rng.uniform(8, 11))),
+        )
         self._add_roof(roof, max_arrays=int(rng.integers(4, 13)))
         for index in range(int(rng.integers(1, int(length // 52) + 1))):
-            self._add_car(self.frame_box(middle - length / 2 + 25 + index * 52, a2 + inset / 2,
-                                         44, 19))
+            self._add_car(
+                self.frame_box(middle - length / 2 + 25 + index * 52, a2 + inset / 2, 44, 19)
+            )
         return [(a1, middle - length / 2 - 30), (middle + length / 2 + 30, b1)]
 
     def _plot(self, s0: float, s1: float, road_t2: float, inward: float, depth: float) -> None:
         """A house plot between s0 and s1 along the road at road_t2, reaching `depth` inward."""
-        if not self.visible(self.frame_box((s0 + s1) / 2, road_t2 + inward * depth / 2,
-                                           s1 - s0, depth)):
+        if not self.visible(
+            self.frame_box((s0 + s1) / 2, road_t2 + inward * depth / 2, s1 - s0, depth)
+        ):
             return
         rng = self.rng
         width = s1 - s0
@@ -439,8 +468,9 @@ class _TownBuilder:
         back = setback + across + 8
         if rng.random() < 0.4:
             patio = plot_box(centre_s, back + 4, along * float(rng.uniform(0.4, 0.8)), 22)
-            self.layout.ground_items.append(Item(patio, _jitter(rng, (186, 172, 150), 0.06),
-                                                 PAVING))
+            self.layout.ground_items.append(
+                Item(patio, _jitter(rng, (186, 172, 150), 0.06), PAVING)
+            )
             back += 24
         if depth - back > 70 and width > 110 and rng.random() < 0.3:
             pool = self._pool(plot_box, s0, s1, back, depth, buildings)
@@ -449,16 +479,25 @@ class _TownBuilder:
         if depth - back > 50:
             self._backyard_extras(plot_box, s0, s1, back, depth, buildings)
         if rng.random() < 0.35:
-            self.layout.hedges.append(plot_box((s0 + s1) / 2, depth - 6, width - 6,
-                                               float(rng.uniform(7, 11))))
+            self.layout.hedges.append(
+                plot_box((s0 + s1) / 2, depth - 6, width - 6, float(rng.uniform(7, 11)))
+            )
         if rng.random() < 0.2:
             hedge_s = s0 + 6 if side > 0 else s1 - 6
-            self.layout.hedges.append(plot_box(hedge_s, (setback + depth) / 2, 8,
-                                               depth - setback - 8))
+            self.layout.hedges.append(
+                plot_box(hedge_s, (setback + depth) / 2, 8, depth - setback - 8)
+            )
         self._garden_trees(plot_box, s0, s1, depth, buildings)
 
-    def _driveway(self, plot_box: _PlotBox, drive_s: float, setback: float, across: float,
-                  depth: float, buildings: list[Box]) -> None:
+    def _driveway(
+        self,
+        plot_box: _PlotBox,
+        drive_s: float,
+        setback: float,
+        across: float,
+        depth: float,
+        buildings: list[Box],
+    ) -> None:
         rng = self.rng
         length = setback + across * 0.7
         drive = plot_box(drive_s, length / 2, 30, length)
@@ -468,12 +507,18 @@ class _TownBuilder:
         if rng.random() < 0.3 and length + 58 < depth - 12:
             garage = plot_box(drive_s, length + 28, 36, 52, float(rng.normal(0, 0.02)))
             colour = _jitter(rng, FLAT_ROOF_COLOURS[int(rng.integers(4))], 0.05)
-            self._add_roof(Roof(garage, "flat", colour, 0.0, self.shadow_length(3.0)),
-                           max_arrays=1)
+            self._add_roof(Roof(garage, "flat", colour, 0.0, self.shadow_length(3.0)), max_arrays=1)
             buildings.append(garage)
 
-    def _pool(self, plot_box: _PlotBox, s0: float, s1: float, back: float, depth: float,
-              buildings: list[Box]) -> Box | None:
+    def _pool(
+        self,
+        plot_box: _PlotBox,
+        s0: float,
+        s1: float,
+        back: float,
+        depth: float,
+        buildings: list[Box],
+    ) -> Box | None:
         """A pool with a stone rim in the back garden, clear of `buildings`; returns the rim."""
         rng = self.rng
         along = float(rng.uniform(50, min(100, s1 - s0 - 40)))
@@ -489,21 +534,36 @@ class _TownBuilder:
         items.append(Item(water, _jitter(rng, (72, 168, 204), 0.06), WATER))
         return rim
 
-    def _backyard_spot(self, plot_box: _PlotBox, span: tuple[float, float, float, float],
-                       size: tuple[float, float], buildings: list[Box]) -> Box | None:
+    def _backyard_spot(
+        self,
+        plot_box: _PlotBox,
+        span: tuple[float, float, float, float],
+        size: tuple[float, float],
+        buildings: list[Box],
+    ) -> Box | None:
         """A box of `size` (along, across) inside span (s0, s1, d0, d1), clear of buildings."""
         s0, s1, d0, d1 = span
         if s1 - s0 < size[0] + 16 or d1 - d0 < size[1] + 16:
             return None
-        spot = plot_box(float(self.rng.uniform(s0 + 8 + size[0] / 2, s1 - 8 - size[0] / 2)),
-                        float(self.rng.uniform(d0 + 8 + size[1] / 2, d1 - 8 - size[1] / 2)),
-                        *size, float(self.rng.normal(0, 0.05)))
+        spot = plot_box(
+            float(self.rng.uniform(s0 + 8 + size[0] / 2, s1 - 8 - size[0] / 2)),
+            float(self.rng.uniform(d0 + 8 + size[1] / 2, d1 - 8 - size[1] / 2)),
+            *size,
+            float(self.rng.normal(0, 0.05)),
+        )
         if any(boxes_overlap(spot, building, 6.0) for building in buildings):
             return None
         return spot
 
-    def _backyard_extras(self, plot_box: _PlotBox, s0: float, s1: float, back: float,
-                         depth: float, buildings: list[Box]) -> None:
+    def _backyard_extras(
+        self,
+        plot_box: _PlotBox,
+        s0: float,
+        s1: float,
+        back: float,
+        depth: float,
+        buildings: list[Box],
+    ) -> None:
         """A vegetable bed and a garden shed, sometimes."""
         rng = self.rng
         span = (s0, s1, back, depth)
@@ -521,19 +581,22 @@ class _TownBuilder:
                 colour = _jitter(rng, ((118, 92, 66), (96, 98, 100))[int(rng.integers(2))], 0.08)
                 kind = "gable" if rng.random() < 0.6 else "flat"
                 pitch = 0.5 if kind == "gable" else 0.0
-                self._add_roof(Roof(shed, kind, colour, pitch, self.shadow_length(2.5)),
-                               max_arrays=0)
+                self._add_roof(
+                    Roof(shed, kind, colour, pitch, self.shadow_length(2.5)), max_arrays=0
+                )
                 buildings.append(shed)
 
-    def _garden_trees(self, plot_box: _PlotBox, s0: float, s1: float, depth: float,
-                      keep_clear: list[Box]) -> None:
+    def _garden_trees(
+        self, plot_box: _PlotBox, s0: float, s1: float, depth: float, keep_clear: list[Box]
+    ) -> None:
         rng = self.rng
         if s1 - s0 < 30:
             return
         for _ in range(int(rng.integers(1, 6))):
             radius = float(rng.uniform(14, 42))
-            box = plot_box(float(rng.uniform(s0 + 10, s1 - 10)),
-                           float(rng.uniform(10, depth - 10)), 1, 1)
+            box = plot_box(
+                float(rng.uniform(s0 + 10, s1 - 10)), float(rng.uniform(10, depth - 10)), 1, 1
+            )
             if all(b.distance_to(box.cx, box.cy) > radius + 4 for b in keep_clear):
                 self._add_tree(box.cx, box.cy, radius)
 
@@ -543,8 +606,13 @@ class _TownBuilder:
         for _ in range(int(rng.integers(3, 7))):
             angle = float(rng.uniform(0, 2 * math.pi))
             reach = float(rng.uniform(0.2, 0.45)) * radius
-            blobs.append((x + reach * math.cos(angle), y + reach * math.sin(angle),
-                          radius * float(rng.uniform(0.45, 0.62))))
+            blobs.append(
+                (
+                    x + reach * math.cos(angle),
+                    y + reach * math.sin(angle),
+                    radius * float(rng.uniform(0.45, 0.62)),
+                )
+            )
         colour = _jitter(rng, TREE_COLOURS[int(rng.integers(len(TREE_COLOURS)))], 0.08)
         self.layout.trees.append(Tree(blobs, colour))
 
@@ -566,15 +634,19 @@ class _TownBuilder:
         items.append(Item(car, body, SMOOTH))
         items.append(Item(car.sub(length * 0.16, 0, length * 0.2, width * 0.8), glass, SMOOTH))
         items.append(Item(car.sub(-length * 0.3, 0, length * 0.12, width * 0.8), glass, SMOOTH))
-        items.append(Item(car.sub(-length * 0.06, 0, length * 0.28, width * 0.76), lighter,
-                          SMOOTH))
+        items.append(Item(car.sub(-length * 0.06, 0, length * 0.28, width * 0.76), lighter, SMOOTH))
         self.layout.ground_casters.append((car, 5.0))
 
-    def _parked_cars(self, streets: list[tuple[float, float, float]],
-                     cross_streets: list[tuple[float, float, float]]) -> None:
+    def _parked_cars(
+        self,
+        streets: list[tuple[float, float, float]],
+        cross_streets: list[tuple[float, float, float]],
+    ) -> None:
         rng = self.rng
-        for along_t1, lines, others in ((True, streets, cross_streets),
-                                        (False, cross_streets, streets)):
+        for along_t1, lines, others in (
+            (True, streets, cross_streets),
+            (False, cross_streets, streets),
+        ):
             for centre, width, _ in lines:
                 for side in (-1.0, 1.0):
                     t = -self.extent + float(rng.uniform(0, 200))
@@ -583,8 +655,11 @@ class _TownBuilder:
                         if any(abs(t - c) < w / 2 + s + 40 for c, w, s in others):
                             continue
                         offset = centre + side * (width / 2 - float(rng.uniform(11, 14)))
-                        box = (self.frame_box(t, offset, 44, 19) if along_t1
-                               else self.frame_box(offset, t, 19, 44))
+                        box = (
+                            self.frame_box(t, offset, 44, 19)
+                            if along_t1
+                            else self.frame_box(offset, t, 19, 44)
+                        )
                         self._add_car(box)
 
     # buildings and what sits on their roofs
@@ -599,8 +674,13 @@ class _TownBuilder:
         family = str(rng.choice(list(ROOF_COLOUR_WEIGHTS), p=list(ROOF_COLOUR_WEIGHTS.values())))
         palette = ROOF_COLOURS[family]
         colour = _jitter(rng, palette[int(rng.integers(len(palette)))], 0.05)
-        roof = Roof(box, kind, colour, float(rng.uniform(0.55, 0.8)),
-                    self.shadow_length(float(rng.uniform(5, 7.5))))
+        roof = Roof(
+            box,
+            kind,
+            colour,
+            float(rng.uniform(0.55, 0.8)),
+            self.shadow_length(float(rng.uniform(5, 7.5))),
+        )
         self._add_roof(roof, max_arrays=2)
 
     def _add_roof(self, roof: Roof, max_arrays: int) -> None:
@@ -617,8 +697,9 @@ class _TownBuilder:
             panels = self._pitched_roof_panels(roof)
             self._pitched_roof_details(roof, panels)
 
-    def _add_panel(self, roof: Roof, box: Box, modules: tuple[int, int], face_lum: float,
-                   tilted: bool) -> bool:
+    def _add_panel(
+        self, roof: Roof, box: Box, modules: tuple[int, int], face_lum: float, tilted: bool
+    ) -> bool:
         if not self.inside_image(box):
             return False
         base = PANEL_COLOURS[int(self.rng.integers(len(PANEL_COLOURS)))]
@@ -643,8 +724,11 @@ class _TownBuilder:
             max_v = int(min(room_v, 60 if pitch_u * max_u > 60 else 100) // pitch_v)
             if max_u >= 1 and max_v >= 1:
                 small = rng.random() < 0.15
-                count_u = int(rng.integers(1, min(3, max_u) + 1) if small
-                              else rng.integers(max(1, max_u // 2), max_u + 1))
+                count_u = int(
+                    rng.integers(1, min(3, max_u) + 1)
+                    if small
+                    else rng.integers(max(1, max_u // 2), max_u + 1)
+                )
                 count_v = int(rng.integers(max(1, (max_v + 1) // 2), max_v + 1))
                 if pitch_u * count_u > 60 and pitch_v * count_v > 60:
                     count_v = int(60 // pitch_v)
@@ -654,7 +738,11 @@ class _TownBuilder:
     def _pitched_roof_panels(self, roof: Roof) -> list[Box]:
         rng = self.rng
         box = roof.box
-        sunward = 1.0 if box.v_axis[0] * self.layout.sun[0] + box.v_axis[1] * self.layout.sun[1] > 0 else -1.0
+        sunward = (
+            1.0
+            if box.v_axis[0] * self.layout.sun[0] + box.v_axis[1] * self.layout.sun[1] > 0
+            else -1.0
+        )
         if rng.random() > 0.9:
             return []
         main = sunward if rng.random() < 0.8 else -sunward
@@ -694,8 +782,9 @@ class _TownBuilder:
         centre_u = float(rng.uniform(lo + size_u / 2, max(lo + size_u / 2, hi - size_u / 2)))
         panel = box.sub(centre_u, face * (start + size_v / 2), size_u, size_v)
         direction = (face * box.v_axis[0], face * box.v_axis[1])
-        face_lum = _luminance(roof.colour) * face_shade(direction, roof.pitch, self.layout.sun,
-                                                        self.layout.sun_elevation)
+        face_lum = _luminance(roof.colour) * face_shade(
+            direction, roof.pitch, self.layout.sun, self.layout.sun_elevation
+        )
         if self._add_panel(roof, panel, (count_u, count_v), face_lum, tilted=False):
             return panel
         return None
@@ -718,17 +807,18 @@ class _TownBuilder:
         offset_u = float(rng.uniform(0, size_u))
         for v in np.arange(-reach, reach, size_v + row_gap):
             for u in np.arange(-reach - offset_u, reach, size_u + 8):
-                panel = grid_frame.sub(float(u) + size_u / 2, float(v) + size_v / 2,
-                                       size_u, size_v)
+                panel = grid_frame.sub(float(u) + size_u / 2, float(v) + size_v / 2, size_u, size_v)
                 if len(placed) >= max_arrays or not box.contains(panel, margin=8):
                     continue
                 if rng.random() < 0.8 and self._add_panel(
-                        roof, panel, (count_u, rows_v), _luminance(roof.colour), tilted=True):
+                    roof, panel, (count_u, rows_v), _luminance(roof.colour), tilted=True
+                ):
                     placed.append(panel)
         return placed
 
-    def _free_spot(self, box: Box, size: tuple[float, float], region: tuple[float, ...],
-                   avoid: list[Box]) -> Box | None:
+    def _free_spot(
+        self, box: Box, size: tuple[float, float], region: tuple[float, ...], avoid: list[Box]
+    ) -> Box | None:
         """A box of `size` in box-local region (u0, u1, v0, v1) clear of `avoid`, or None."""
         rng = self.rng
         u0, u1, v0, v1 = region
@@ -780,8 +870,9 @@ class _TownBuilder:
             size = (float(rng.uniform(10, 24)), float(rng.uniform(10, 20)))
             vent = self._free_spot(box, size, region, avoid)
             if vent is not None:
-                self.layout.roof_items.append(Item(vent, _jitter(rng, (196, 196, 192), 0.04),
-                                                   SMOOTH))
+                self.layout.roof_items.append(
+                    Item(vent, _jitter(rng, (196, 196, 192), 0.04), SMOOTH)
+                )
                 self.layout.roof_casters.append((vent, float(rng.uniform(5, 9))))
                 avoid.append(vent)
         for _ in range(int(rng.integers(0, 3))):
@@ -863,8 +954,9 @@ def _label_map(size: int, boxes: list[Box]) -> np.ndarray:
     return np.asarray(image, np.int32)
 
 
-def _swept_mask(size: int, casters: list[tuple[Box, float]], sun: tuple[float, float],
-                erase: list[Box]) -> np.ndarray:
+def _swept_mask(
+    size: int, casters: list[tuple[Box, float]], sun: tuple[float, float], erase: list[Box]
+) -> np.ndarray:
     """Shadow mask in [0, 1]: each box swept away from the sun by its length, minus `erase`."""
     image = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(image)
@@ -873,8 +965,10 @@ def _swept_mask(size: int, casters: list[tuple[Box, float]], sun: tuple[float, f
         corners = _polygon(box)
         for index in range(4):
             a, b = corners[index], corners[(index + 1) % 4]
-            draw.polygon([a, b, (b[0] + shift[0], b[1] + shift[1]),
-                          (a[0] + shift[0], a[1] + shift[1])], fill=255)
+            draw.polygon(
+                [a, b, (b[0] + shift[0], b[1] + shift[1]), (a[0] + shift[0], a[1] + shift[1])],
+                fill=255,
+            )
     for box in erase:
         draw.polygon(_polygon(box), fill=0)
     soft = image.filter(ImageFilter.GaussianBlur(1.0))
@@ -936,15 +1030,19 @@ def _paint_roofs(image: np.ndarray, layout: Layout, noise: _Noise) -> None:
     pitch = np.where(flat, 0.0, table["pitch"][index])
     sun_x, sun_y = layout.sun
     elevation = layout.sun_elevation
-    lit = (np.sin(pitch) * math.cos(elevation) * (dir_x * sun_x + dir_y * sun_y)
-           + np.cos(pitch) * math.sin(elevation))
+    lit = np.sin(pitch) * math.cos(elevation) * (dir_x * sun_x + dir_y * sun_y) + np.cos(
+        pitch
+    ) * math.sin(elevation)
     shade = 0.35 + 0.65 * lit / math.sin(elevation)
     from_ridge = np.where(end_face, np.abs(u) - (half_w - half_h), np.abs(v))
     tiles = 1 + 0.07 * np.sin(2 * np.pi * from_ridge / table["course"][index])
     ridge = (from_ridge < 1.2) | (hip & (np.abs(np.abs(u) - (half_w - half_h) - np.abs(v)) < 0.8))
     to_edge = np.minimum(half_w - np.abs(u), half_h - np.abs(v))
-    detail = np.where(flat, 1 + 0.1 * noise.fine[rows, cols] + 0.18 * (to_edge < 3),
-                      tiles * np.where(ridge, 0.82, 1.0) * np.where(to_edge < 1.5, 0.78, 1.0))
+    detail = np.where(
+        flat,
+        1 + 0.1 * noise.fine[rows, cols] + 0.18 * (to_edge < 3),
+        tiles * np.where(ridge, 0.82, 1.0) * np.where(to_edge < 1.5, 0.78, 1.0),
+    )
     weathering = 1 + 0.12 * (noise.medium[rows, cols] - 0.5) + 0.03 * noise.fine[rows, cols]
     factor = (shade * detail * weathering).astype(np.float32)
     image[rows, cols] = table["colour"][index] * factor[:, None]
@@ -1009,8 +1107,11 @@ def _canopy_layers(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for hedge in layout.hedges:
         draw_hedge.polygon(_polygon(hedge), fill=255)
         draw_colour.polygon(_polygon(hedge), fill=(58, 88, 42))
-    return (np.asarray(trees, np.float32), np.asarray(hedges, np.float32),
-            np.asarray(colours, np.float32))
+    return (
+        np.asarray(trees, np.float32),
+        np.asarray(hedges, np.float32),
+        np.asarray(colours, np.float32),
+    )
 
 
 def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -1064,8 +1165,9 @@ def _render(layout: Layout, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     _paint_roofs(image, layout, noise)
     panel_boxes = [panel.box for panel in layout.panels]
     item_boxes = [item.box for item in layout.roof_items]
-    _darken(image, _swept_mask(size, layout.roof_casters, layout.sun, panel_boxes + item_boxes),
-            0.45)
+    _darken(
+        image, _swept_mask(size, layout.roof_casters, layout.sun, panel_boxes + item_boxes), 0.45
+    )
     panel_labels = _label_map(size, panel_boxes)
     _paint_panels(image, layout.panels, panel_labels)
     image = _paint_items(image, layout.roof_items, noise)
