@@ -35,7 +35,7 @@ from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage
 from components.ml.dataset import FetchOptions, TileStream, decode_tile
 from components.ml.transforms import apply_transform, eval_transform
-from components.s3server import EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, free_port
+from components.s3server import start_embedded_s3_process
 
 BUCKET = "bench-loader"
 TILE = 256
@@ -43,20 +43,7 @@ CLASSES = ["solar_panel"]
 
 
 def start_server(bucket: str = BUCKET) -> subprocess.Popen:
-    port = free_port()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID=EMBEDDED_ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=EMBEDDED_SECRET_KEY,
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    command = [sys.executable, "-m", "components.cli", "s3", "serve", "--port", str(port)]
-    server = subprocess.Popen([*command, "--bucket", bucket], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    if "serving at" not in server.stdout.readline():
-        server.kill()
-        raise SystemExit("the embedded S3 server did not start")
-    return server
+    return start_embedded_s3_process((bucket,))
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -37,27 +37,14 @@ from components.labelstudio.export_objects import (
 from components.preprocess.fetch import list_export_objects
 from components.preprocess.parse import labelled_tiles, read_object
 from components.preprocess.run import preprocess
-from components.s3server import EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, free_port
+from components.s3server import start_embedded_s3_process
 
 BUCKET = "bench"
 TILE = 256
 
 
 def start_server() -> subprocess.Popen:
-    port = free_port()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID=EMBEDDED_ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=EMBEDDED_SECRET_KEY,
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    command = [sys.executable, "-m", "components.cli", "s3", "serve", "--port", str(port)]
-    server = subprocess.Popen([*command, "--bucket", BUCKET], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    if "serving at" not in server.stdout.readline():
-        server.kill()
-        raise SystemExit("the embedded S3 server did not start")
-    return server
+    return start_embedded_s3_process((BUCKET,))
 
 
 def build_inputs(count: int) -> tuple[str, str, dict[str, bytes]]:

@@ -102,3 +102,30 @@ def ensure_bucket(bucket: str) -> None:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
             raise describe_s3_error(exc, f"s3://{bucket}") from exc
         client.create_bucket(Bucket=bucket)
+
+
+def start_embedded_s3_process(buckets: tuple[str, ...] = ()) -> Any:
+    """``solarpipe s3 serve`` in its own process (as users run it); points this process at it.
+
+    Benchmarks use it so the server does not share the client's interpreter. Returns the
+    ``subprocess.Popen``; terminate it when done.
+    """
+    import subprocess
+    import sys
+
+    port = free_port()
+    command = [sys.executable, "-m", "components.cli", "s3", "serve", "--port", str(port)]
+    for bucket in buckets:
+        command += ["--bucket", bucket]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    if "serving at" not in server.stdout.readline():
+        server.kill()
+        raise SolarpipeError("the embedded S3 server did not start")
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{LOOPBACK}:{port}",
+        AWS_ACCESS_KEY_ID=EMBEDDED_ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=EMBEDDED_SECRET_KEY,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    return server

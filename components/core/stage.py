@@ -18,7 +18,8 @@ from components.core.params import Params, load_params
 StageFunction = Callable[[argparse.Namespace, Params], None]
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
+def add_params_options(parser: argparse.ArgumentParser) -> None:
+    """``--params`` and ``--set``: the params half of the stage contract."""
     parser.add_argument(
         "--params",
         default=None,
@@ -33,6 +34,11 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one param (repeatable), e.g. --set train.epochs=3",
     )
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The stage contract's common options: ``--params``, ``--set`` and ``-v``."""
+    add_params_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="show details and tracebacks")
 
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 from components.core.errors import SolarpipeError, UsageError
+from components.core.stage import add_params_options
 from components.labelstudio.export_objects import EXPORT_FORMATS
 
 SETUP_MODULE = "components.labelstudio.setup"
@@ -35,19 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def setup_not_available(args: argparse.Namespace) -> None:
     raise SolarpipeError(f"labelstudio setup: not available in this install (no {args.missing})")
-
-
-def add_params_options(parser: argparse.ArgumentParser) -> None:
-    """``--params`` and ``--set`` as in the stage contract (``-v`` is the top-level option)."""
-    parser.add_argument("--params", default=None, metavar="FILE", help="params file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one param (repeatable)",
-    )
 
 
 def configure_annotate(parser: argparse.ArgumentParser) -> None:

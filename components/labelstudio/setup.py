@@ -21,6 +21,7 @@ from components.core.errors import NotFoundError, SolarpipeError, UsageError
 from components.core.logs import get_logger
 from components.core.params import LabelStudioParams, load_params
 from components.core.s3 import endpoint_url, parse_s3_uri, region
+from components.core.stage import add_params_options
 from components.labelstudio.client import (
     connect,
     labelstudio_errors,
@@ -276,18 +277,5 @@ def configure_setup(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send the current AWS credentials to existing storages too (after a key rotation)",
     )
-    parser.add_argument(
-        "--params",
-        default=None,
-        metavar="FILE",
-        help="params file (default: ./params.yaml when present, else built-in defaults)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one param (repeatable), e.g. --set labelstudio.title=roofs",
-    )
+    add_params_options(parser)
     parser.set_defaults(handler=run_setup)
