@@ -70,3 +70,9 @@ def test_params_file_with_an_unknown_section_names_it(tmp_path: Path) -> None:
     bad.write_text("prepare:\n  tile_size: 128\ntrian:\n  epochs: 1\n")
     with pytest.raises(UsageError, match="trian: unknown key"):
         load_params(bad, [])
+
+
+def test_shipped_params_yaml_equals_the_schema_defaults() -> None:
+    """A stage container without params.yaml must behave like the repository."""
+    shipped = load_params(REPO / "params.yaml", []).model_dump(mode="json")
+    assert shipped == Params().model_dump(mode="json")

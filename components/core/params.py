@@ -110,29 +110,48 @@ class TrainParams(Section):
         "ssdlite320_mobilenet_v3_large",
         "fasterrcnn_resnet50_fpn_v2",
         "fasterrcnn_mobilenet_v3_large_fpn",
-    ] = "ssdlite320_mobilenet_v3_large"
-    pretrained: Literal["none", "coco", "imagenet"] = "none"
-    epochs: int = Field(30, gt=0)
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this long")
-    batch_size: int = Field(16, gt=0)
-    lr: float = Field(0.01, gt=0)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    weight_decay: float = Field(1e-4, ge=0)
-    scheduler: Literal["none", "cosine", "onecycle", "step"] = "cosine"
-    image_size: int = Field(256, gt=0)
-    num_workers: int = Field(2, ge=0)
+    ] = Field(
+        "ssdlite320_mobilenet_v3_large",
+        description="torchvision detector: ssdlite on CPU, fasterrcnn_resnet50_fpn_v2 on a GPU",
+    )
+    pretrained: Literal["none", "coco", "imagenet"] = Field(
+        "none", description="initial weights; coco/imagenet download them (network needed)"
+    )
+    epochs: int = Field(30, gt=0, description="passes over the train split")
+    max_minutes: float | None = Field(
+        6, gt=0, description="stop training after this long (the schedule fits it); null = no cap"
+    )
+    batch_size: int = Field(8, gt=0, description="tiles per step (per device)")
+    lr: float = Field(0.003, gt=0, description="peak learning rate")
+    optimizer: Literal["sgd", "adamw"] = Field("adamw", description="optimizer")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay")
+    scheduler: Literal["none", "cosine", "onecycle", "step"] = Field(
+        "cosine", description="learning-rate schedule after the warm-up"
+    )
+    image_size: int = Field(256, gt=0, description="model input edge in px (tiles are resized)")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
     prefetch: int = Field(8, ge=0, description="concurrent S3 GETs ahead of the sampler per worker")
     cache_dir: str = Field("", description="local tile cache; empty = off")
-    early_stopping_patience: int = Field(0, ge=0, description="0 = off")
-    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = "auto"
-    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
-    devices: int | str = "auto"
-    seed: int = 0
-    limit_train_batches: float | int | None = None
-    on_missing_image: Literal["fail", "skip"] = "fail"
+    early_stopping_patience: int = Field(
+        0, ge=0, description="epochs without a better val mAP before stopping; 0 = off"
+    )
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = Field(
+        "auto", description="auto: bf16-mixed (or 16-mixed) on CUDA, 32-true on CPU"
+    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = Field(
+        "auto", description="where to train; gpu without CUDA fails unless fallback_to_cpu"
+    )
+    devices: int | str = Field("auto", description="devices to use (several GPUs: DDP)")
+    seed: int = Field(0, description="seed of initialisation, sampling and augmentation")
+    limit_train_batches: float | int | None = Field(
+        None, description="cap batches per epoch (int) or share of them (float); tests"
+    )
+    on_missing_image: Literal["fail", "skip"] = Field(
+        "fail", description="a tile missing on S3 fails the run or is skipped with a count"
+    )
     fetch_attempts: int = Field(3, gt=0, description="tries per tile GET before giving up")
     augment: bool = Field(True, description="random flips, 90° turns and colour jitter")
-    color_jitter: float = Field(0.2, ge=0, le=1, description="colour jitter strength; 0 = off")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter strength; 0 = off")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     warmup_fraction: float = Field(
         0.05, ge=0, lt=1, description="share of the budget (epochs or time) for linear warm-up"

@@ -48,9 +48,24 @@ def build_detector(arch: str, num_classes: int, image_size: int, pretrained: str
         raise
 
 
+# SSDlite anchor scales as shares of the input edge. torchvision's (0.2 to 0.95) suit COCO; solar
+# panels at 0.1 m are 10 to 100 px, so on a 256-px tile the default smallest anchor (51 px)
+# overlaps most panels too little to learn them (test mAP@0.5 0.30 vs 0.62 in the same 5 CPU
+# minutes). Same number of anchors per location, so the head is unchanged.
+SSDLITE_ANCHOR_SCALES = (0.05, 0.5)
+
+
 def _fit_input_size(model: Any, arch: str, image_size: int) -> Any:
-    """SSDlite: resize inputs to ``image_size`` px instead of the builder's fixed 320."""
+    """SSDlite: resize inputs to ``image_size`` px instead of the builder's fixed 320, and use
+    anchors sized for panels (:data:`SSDLITE_ANCHOR_SCALES`)."""
     if arch.startswith("ssdlite"):
+        from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+        model.anchor_generator = DefaultBoxGenerator(
+            [[2, 3] for _ in range(6)],
+            min_ratio=SSDLITE_ANCHOR_SCALES[0],
+            max_ratio=SSDLITE_ANCHOR_SCALES[1],
+        )
         from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
         model.transform = GeneralizedRCNNTransform(
