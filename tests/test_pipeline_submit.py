@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from components.core.params import load_params
 from components.images.names import STAGES
 from components.s3server import free_port
 from tests.fake_kfp_api import FakeKubeflow, kubeconfig_for, start_fake_kubeflow
@@ -78,7 +79,8 @@ def test_submit_uploads_the_compiled_spec_with_the_set_parameters(fake: FakeKube
     assert sorted(spec["root"]["dag"]["tasks"]) == sorted(STAGES)
     defaults = spec["root"]["inputDefinitions"]["parameters"]
     assert defaults["train_epochs"]["defaultValue"] == 3  # --set shapes the compiled defaults too
-    assert defaults["train_batch_size"]["defaultValue"] == 16  # the rest comes from params.yaml
+    shipped = load_params(REPO / "params.yaml").train.batch_size
+    assert defaults["train_batch_size"]["defaultValue"] == shipped  # the rest from params.yaml
     executors = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
     assert len(executors["deploymentSpec"]["executors"]) == len(STAGES)
 
