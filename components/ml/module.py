@@ -118,7 +118,11 @@ class DetectorModule(LightningModule):
                 "bn_recalibration_batches": bn_recalibration_batches,
             }
         )
-        self.model = build_detector(arch, num_classes, image_size, pretrained)
+        # Channels-last convolutions: the same numbers, training steps about twice as fast for
+        # ssdlite on CPU (oneDNN) in an interleaved measurement; GPUs favour the layout too.
+        self.model = build_detector(arch, num_classes, image_size, pretrained).to(
+            memory_format=torch.channels_last
+        )
         self.val_map = _map_metric()
         self.test_map = _map_metric()
         self._total_steps = 0.0
