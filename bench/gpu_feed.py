@@ -116,7 +116,8 @@ def main() -> int:
                 )
 
         torch.manual_seed(0)
-        model = build_detector(args.arch, len(CLASSES) + 1, args.image_size).to(device)
+        model = build_detector(args.arch, len(CLASSES) + 1, args.image_size)
+        model = model.to(device, memory_format=torch.channels_last)  # as the trainer has it
         streamed = train_rate(model, s3_batches(), args.steps, args.warmup, device)
         resident = [to_device(b, device) for b in islice(s3_batches(), len(stream))]
         in_memory = train_rate(model, cycle(resident), args.steps, args.warmup, device)

@@ -25,9 +25,7 @@ from pathlib import Path
 from components.core import uri as uri_io
 from components.core.annotations import load_annotations
 from components.core.params import load_params
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loader import start_server  # the sibling bench script
+from components.s3server import start_embedded_s3_process
 
 BUCKET = "bench-quality"
 BAR, AIM = 0.8, 0.9
@@ -88,7 +86,7 @@ def main() -> int:
     train_out, export_out, evaluate_out = (
         f"{root}/runs/{s}" for s in ("train", "export", "evaluate")
     )
-    server = start_server(BUCKET)
+    server = start_embedded_s3_process((BUCKET,))
     figures: dict[str, float | str] = {}
     try:
         from components.labelstudio.annotate import annotate_from_truth

@@ -139,3 +139,27 @@ def test_gpu_requested_without_cuda_exits_1(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "no CUDA device is available" in result.stderr.strip().splitlines()[-1]
+
+
+def test_batch_norm_recalibration_averages_the_recent_batches() -> None:
+    from components.ml.dataset import TileBatch
+    from components.ml.detector import build_detector
+    from components.ml.module import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    model = build_detector("ssdlite320_mobilenet_v3_large", 2, 64).eval()
+    first_norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen_means: list[torch.Tensor] = []
+    first_norm.register_forward_hook(lambda m, i, o: seen_means.append(i[0].mean((0, 2, 3))))
+    target = {"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
+    batches = [
+        TileBatch([torch.rand(3, 64, 64) * scale for _ in range(2)], [target, target], 0)
+        for scale in (0.5, 1.0)
+    ]
+
+    recalibrate_batch_norm(model, batches)
+
+    assert len(seen_means) == 2
+    expected = (seen_means[0] + seen_means[1]) / 2
+    assert torch.allclose(first_norm.running_mean, expected, atol=1e-5)
+    assert first_norm.momentum == 0.03 and not model.training

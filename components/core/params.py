@@ -160,7 +160,7 @@ class TrainParams(Section):
         False, description="train on CPU when train.accelerator asks for a GPU that is absent"
     )
     bn_recalibration_batches: int = Field(
-        4, ge=0, description="recent train batches that re-estimate BatchNorm stats; 0 = off"
+        2, ge=0, description="recent train batches that re-estimate BatchNorm stats; 0 = off"
     )
 
 

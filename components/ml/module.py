@@ -99,7 +99,7 @@ class DetectorModule(LightningModule):
         momentum: float = 0.9,
         scheduler: str = "cosine",
         warmup_fraction: float = 0.05,
-        bn_recalibration_batches: int = 4,
+        bn_recalibration_batches: int = 2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(

@@ -19,15 +19,21 @@ from components.train.run import LAST_CHECKPOINT
 log = logging.getLogger("components.train")
 
 
+# Seconds between uploads of last.ckpt during training (each is the whole optimizer state).
+PUBLISH_INTERVAL_S = 60.0
+
+
 class PublishLastCheckpoint(Callback):
-    """Copy ``last.ckpt`` to ``<out>/last.ckpt`` after every epoch, so ``--resume`` finds it
-    even on another machine; forget a best checkpoint that a resumed run cannot see."""
+    """Copy ``last.ckpt`` to ``<out>/last.ckpt`` after the first epoch, then at most every
+    ``PUBLISH_INTERVAL_S`` and when training is interrupted, so ``--resume`` finds it even on
+    another machine; forget a best checkpoint that a resumed run cannot see."""
 
     def __init__(self, out_uri: str, last: ModelCheckpoint, best: ModelCheckpoint) -> None:
         self.out_uri = out_uri
         self.last = last
         self.best = best
         self._published_mtime = 0.0
+        self._published_at = float("-inf")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stale = self.best.best_model_path
@@ -50,12 +56,19 @@ class PublishLastCheckpoint(Callback):
             return
         uri_io.upload_file(path, uri_io.join(self.out_uri, LAST_CHECKPOINT))
         self._published_mtime = path.stat().st_mtime
+        self._published_at = time.monotonic()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._publish(trainer)
+        if time.monotonic() - self._published_at >= PUBLISH_INTERVAL_S:
+            self._publish(trainer)
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._publish(trainer)
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        try:
+            self._publish(trainer)
+        except Exception as exc:  # the original failure is the one to report
+            log.warning("could not publish %s after the failure: %s", LAST_CHECKPOINT, exc)
 
 
 def _metric(trainer: Trainer, key: str) -> float | None:
