@@ -9,7 +9,7 @@ S3, so train streams its tiles from S3 as on Kubeflow. Printed: the split sizes,
 time and epochs, the best val mAP@0.5, the test mAP@0.5 of the exported TorchScript model
 (evaluate) and of the checkpoint (the Lightning module on the same test split: the two agree
 unless export changed the model), against the bar of 0.8 (aim 0.9).
-Usage: nice python bench/quality.py [--size 3072] [--seed 0] [--set train.max_minutes=6 ...]
+Usage: nice python bench/quality.py [--size 4096] [--seed 0] [--set train.max_minutes=6 ...]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from components.commands.quickstart import QUICKSTART_SCENE_SIZE
 from components.core import uri as uri_io
 from components.core.annotations import load_annotations
 from components.core.params import load_params
@@ -69,7 +70,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--size", type=int, default=3072, help="scene edge in px (quickstart's)")
+    parser.add_argument(
+        "--size", type=int, default=QUICKSTART_SCENE_SIZE, help="scene edge in px (quickstart's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"

@@ -7,6 +7,7 @@ import tarfile
 from pathlib import Path
 
 import bentoml
+import lightning
 import pytest
 import torch
 import torch.nn.functional as F
@@ -210,3 +211,31 @@ def test_cuda_requested_without_cuda_is_an_error() -> None:
     with pytest.raises(SolarpipeError, match=r"evaluate\.device=cuda but CUDA is not available"):
         resolve_device("cuda", "evaluate.device")
     assert resolve_device("auto", "evaluate.device") == torch.device("cpu")
+
+
+def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
+    tmp_path: Path,
+) -> None:
+    from components.ml.detector import SSDLITE_ANCHOR_SCALES
+    from components.ml.module import DetectorModule
+
+    module = DetectorModule("ssdlite320_mobilenet_v3_large", 2, 128, ["solar_panel"])
+    assert module.hparams.anchor_scales == list(SSDLITE_ANCHOR_SCALES)
+    recorded = [0.1, 0.6]  # as if trained with other scales than today's default
+    checkpoint = {
+        "pytorch-lightning_version": lightning.__version__,
+        "state_dict": module.state_dict(),
+        "hyper_parameters": {**module.hparams, "anchor_scales": recorded},
+    }
+    path = tmp_path / "model.ckpt"
+    torch.save(checkpoint, path)
+
+    detector, info = load_detector_checkpoint(str(path))
+    reloaded = DetectorModule.load_from_checkpoint(path, map_location="cpu")
+
+    assert info.anchor_scales == recorded
+    for model in (detector, reloaded.model):
+        generator = model.anchor_generator
+        assert generator.scales[0] == pytest.approx(recorded[0])
+        assert generator.scales[-2] == pytest.approx(recorded[1])
+    assert module.model.anchor_generator.scales[0] == pytest.approx(SSDLITE_ANCHOR_SCALES[0])

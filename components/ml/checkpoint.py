@@ -30,6 +30,7 @@ class CheckpointInfo:
     num_classes: int
     image_size: int
     classes: list[str]
+    anchor_scales: list[float] | None = None  # SSDlite's, when the checkpoint records them
     epoch: int | None = None
     global_step: int | None = None
     lightning_version: str | None = None
@@ -86,6 +87,7 @@ def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> Checkpo
         num_classes=num_classes,
         image_size=int(hyper_parameters["image_size"]),
         classes=classes,
+        anchor_scales=hyper_parameters.get("anchor_scales"),
         epoch=checkpoint.get("epoch"),
         global_step=checkpoint.get("global_step"),
         lightning_version=checkpoint.get("pytorch-lightning_version"),
@@ -101,7 +103,9 @@ def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, Checkpoint
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(STATE_PREFIX)
     }
-    detector = build_detector(info.arch, info.num_classes, info.image_size)
+    detector = build_detector(
+        info.arch, info.num_classes, info.image_size, "none", info.anchor_scales
+    )
     try:
         result = detector.load_state_dict(detector_state, strict=False)
     except RuntimeError as exc:  # tensor shapes that do not fit the architecture

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Timer
 from torchmetrics.detection import MeanAveragePrecision
 
 from components.ml.dataset import TileBatch
-from components.ml.detector import build_detector
+from components.ml.detector import anchor_scales_of, build_detector
 
 # Metric keys logged for each evaluated split, from MeanAveragePrecision's result.
 MAP_KEYS = {"map": "map", "map_50": "map_50", "map_75": "map_75", "mar_100": "mar_100"}
@@ -100,6 +100,7 @@ class DetectorModule(LightningModule):
         scheduler: str = "cosine",
         warmup_fraction: float = 0.05,
         bn_recalibration_batches: int = 2,
+        anchor_scales: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -116,13 +117,15 @@ class DetectorModule(LightningModule):
                 "scheduler": scheduler,
                 "warmup_fraction": warmup_fraction,
                 "bn_recalibration_batches": bn_recalibration_batches,
+                # A checkpoint's own scales when loaded from one, the current ones when new.
+                "anchor_scales": list(anchor_scales) if anchor_scales else anchor_scales_of(arch),
             }
         )
         # Channels-last convolutions: the same numbers, training steps about twice as fast for
         # ssdlite on CPU (oneDNN) in an interleaved measurement; GPUs favour the layout too.
-        self.model = build_detector(arch, num_classes, image_size, pretrained).to(
-            memory_format=torch.channels_last
-        )
+        self.model = build_detector(
+            arch, num_classes, image_size, pretrained, self.hparams.anchor_scales
+        ).to(memory_format=torch.channels_last)
         self.val_map = _map_metric()
         self.test_map = _map_metric()
         self._total_steps = 0.0
