@@ -119,7 +119,7 @@ class TrainParams(Section):
     )
     epochs: int = Field(30, gt=0, description="passes over the train split")
     max_minutes: float | None = Field(
-        6, gt=0, description="stop training after this long (the schedule fits it); null = no cap"
+        7.5, gt=0, description="stop training after this long (the schedule fits it); null = no cap"
     )
     batch_size: int = Field(8, gt=0, description="tiles per step (per device)")
     lr: float = Field(0.003, gt=0, description="peak learning rate")
