@@ -156,11 +156,26 @@ def bad_checkpoint(kind: str, folder: Path) -> Path:
             },
             path,
         )
+    elif kind == "bad-anchor-scales":
+        torch.save(
+            {
+                "state_dict": {},
+                "hyper_parameters": {
+                    "arch": ARCH,
+                    "num_classes": 2,
+                    "image_size": 64,
+                    "classes": ["solar_panel"],
+                    "anchor_scales": [0.5, 0.1],
+                },
+            },
+            path,
+        )
     return path
 
 
 @pytest.mark.parametrize(
-    "kind", ["garbage", "no-hyper-parameters", "unknown-arch", "wrong-weights"]
+    "kind",
+    ["garbage", "no-hyper-parameters", "unknown-arch", "wrong-weights", "bad-anchor-scales"],
 )
 def test_file_that_is_not_a_detector_checkpoint_is_refused_and_old_output_kept(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

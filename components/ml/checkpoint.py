@@ -87,11 +87,27 @@ def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> Checkpo
         num_classes=num_classes,
         image_size=int(hyper_parameters["image_size"]),
         classes=classes,
-        anchor_scales=hyper_parameters.get("anchor_scales"),
+        anchor_scales=_anchor_scales(checkpoint_uri, hyper_parameters.get("anchor_scales")),
         epoch=checkpoint.get("epoch"),
         global_step=checkpoint.get("global_step"),
         lightning_version=checkpoint.get("pytorch-lightning_version"),
     )
+
+
+def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
+    """The recorded SSDlite anchor scales: None or two shares 0 < smallest < largest <= 1."""
+    if recorded is None:
+        return None
+    try:
+        smallest, largest = (float(share) for share in recorded)
+    except (TypeError, ValueError):
+        smallest = largest = float("nan")
+    if not 0 < smallest < largest <= 1:
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (anchor_scales {recorded!r}, "
+            "expected [smallest, largest] shares of the input edge)"
+        )
+    return [smallest, largest]
 
 
 def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, CheckpointInfo]:
