@@ -22,9 +22,9 @@ from PIL import Image
 
 from components.core import uri as uri_io
 from components.core.params import PrepareParams
-from components.prepare.raster import open_raster, read_tile
 from components.prepare.run import encode_png, prepare
-from components.prepare.tiling import plan_windows, tile_key
+from components.raster.reader import open_raster, read_tile
+from components.raster.tiling import plan_windows, tile_key
 from components.s3server import ensure_bucket, start_embedded_s3
 from components.synth.geotiff import write_scene
 

@@ -25,7 +25,14 @@ import pytest
 
 from components.cli import main as solarpipe
 from components.core.errors import UsageError
-from components.images.names import STAGES, TORCH_STAGES, image_name, package_version
+from components.images.names import (
+    BUILD_INPUTS,
+    STAGES,
+    TORCH_STAGES,
+    default_tag,
+    image_name,
+    package_version,
+)
 from components.images.pip_settings import pip_conf_for_build, render_pip_conf
 from components.s3server import free_port
 from tests.docker_support import engine_or_skip, images_or_skip, run_in_image, skip_or_fail
@@ -52,9 +59,33 @@ def load_extra_requirements() -> ModuleType:
 
 
 def test_image_names_carry_the_package_version_and_registry() -> None:
-    version = package_version()
-    assert image_name("train") == f"solarpipe-train:{version}"
+    name, tag = image_name("train").split(":")
+    assert name == "solarpipe-train"
+    assert re.fullmatch(rf"{re.escape(package_version())}-[0-9a-f]{{12}}", tag)
     assert image_name("prepare", "dev", "ghcr.io/org/") == "ghcr.io/org/solarpipe-prepare:dev"
+
+
+def test_image_tag_changes_with_the_code_and_only_with_it(tmp_path: Path) -> None:
+    """Two builds around a code change get different references; the same tree, the same one."""
+    tree = tmp_path / "tree"
+    for name in BUILD_INPUTS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, tree / name)
+    before = default_tag(tree)
+    assert default_tag(tree) == before
+    (tree / "components" / "__pycache__").mkdir(exist_ok=True)
+    (tree / "components" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"compiled")
+    (tree / "data").mkdir()
+    (tree / "data" / "scene.tif").write_bytes(b"not in the image")
+    assert default_tag(tree) == before, "caches and data are not build inputs"
+    stage_main = tree / "components" / "prepare" / "run.py"
+    stage_main.write_text(stage_main.read_text() + "\n# a code change\n")
+    assert default_tag(tree) != before
+    assert default_tag(tmp_path / "not-a-checkout") == package_version()
 
 
 def test_unknown_stage_has_no_image_name() -> None:
@@ -219,7 +250,7 @@ def test_push_sends_the_image_to_the_registry(
         assert solarpipe(argv) == 0
         assert f"pushed {pushed}" in capsys.readouterr().out
         request = urllib.request.Request(
-            f"http://{local_registry}/v2/solarpipe-preview/manifests/{package_version()}",
+            f"http://{local_registry}/v2/solarpipe-preview/manifests/{pushed.rsplit(':', 1)[1]}",
             headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
         )
         with urllib.request.urlopen(request) as response:

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 from components.core.manifest import load_manifest
 from components.core.params import load_params
 from components.core.uri import upload_file
-from components.images.names import STAGES
+from components.images.names import STAGES, image_name
 from tests.rasters import random_pixels, write_geotiff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +102,7 @@ def test_one_task_per_stage_each_in_its_own_image_running_its_stage(compiled) ->
     images = set()
     for stage in STAGES:
         spec_container = container(spec, stage)
-        assert spec_container["image"] == f"solarpipe-{stage}:{version('solarpipe')}"
+        assert spec_container["image"] == image_name(stage)
         images.add(spec_container["image"])
         command = spec_container["command"]
         assert command[:2] == ["sh", "-c"]

@@ -11,8 +11,8 @@ from PIL import Image
 
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, AnnotationsFile, save_annotations
+from components.core.draw import BOX_COLOUR
 from components.preview.__main__ import main as preview_main
-from components.preview.draw import BOX_COLOUR
 
 TILE = 64
 GREY = (120, 120, 120)

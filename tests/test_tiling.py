@@ -8,7 +8,7 @@ import pytest
 
 from components.core.errors import UsageError
 from components.core.manifest import TileWindow
-from components.prepare.tiling import axis_offsets, plan_windows, tile_key
+from components.raster.tiling import axis_offsets, plan_windows, tile_key
 
 
 def test_exact_fit_gives_a_grid_without_padding() -> None:

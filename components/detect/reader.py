@@ -1,7 +1,7 @@
 """Read inference windows from a raster in a background thread, a few batches ahead.
 
 The thread opens the raster itself, inside the S3-aware GDAL environment (GDAL settings are
-per thread), reads each window with prepare's reader (same band and bit-depth rules, padding
+per thread), reads each window with the shared raster reader (same band and bit-depth rules, padding
 past the edge) and hands over batches through a bounded queue: at most ``depth`` batches of
 pixels are held at once, never the whole raster.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.core.manifest import TileWindow
-from components.prepare.raster import open_raster, read_tile
+from components.raster.reader import open_raster, read_tile
 
 _DONE = object()
 

@@ -16,7 +16,7 @@ from components.detect.merge import merge_at_seams
 from components.detect.reader import window_batches
 from components.detect.windows import WindowGrid, plan_grid
 from components.ml.scripted import load_scripted_model, resolve_device
-from components.prepare.raster import inspect_raster
+from components.raster.reader import inspect_raster
 
 log = get_logger(__name__)
 

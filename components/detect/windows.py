@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from components.core.errors import UsageError
 from components.core.manifest import TileWindow
-from components.prepare.tiling import axis_offsets
+from components.raster.tiling import axis_offsets
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, load_annotations
+from components.core.draw import draw_boxes
 from components.core.errors import SolarpipeError
 from components.core.logs import get_logger
 from components.core.params import EvaluateParams
@@ -29,7 +30,6 @@ from components.evaluate.matching import (
 )
 from components.ml.dataset import FetchOptions, TileStream
 from components.ml.scripted import load_scripted_model, model_file_uri, resolve_device
-from components.preview.draw import draw_boxes
 
 log = get_logger(__name__)
 METRICS_FILE = "metrics.json"

@@ -24,14 +24,14 @@ from components.core.manifest import Manifest, TileRecord, TileWindow, save_mani
 from components.core.params import PrepareParams
 from components.core.progress import progress_bar
 from components.prepare.aoi import read_boundary, to_pixel_space, windows_touching
-from components.prepare.raster import (
+from components.raster.reader import (
     RasterInfo,
     as_rasterio_window,
     inspect_raster,
     open_raster,
     read_tile,
 )
-from components.prepare.tiling import plan_windows, tile_key
+from components.raster.tiling import plan_windows, tile_key
 
 log = get_logger(__name__)
 PNG_COMPRESS_LEVEL = 6

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, load_annotations
+from components.core.draw import draw_boxes
 from components.core.errors import MISSING_TILES_HINT, NotFoundError
 from components.core.params import PreviewParams
-from components.preview.draw import draw_boxes
 from components.preview.gallery import SPLITS, Sample, gallery_html, summary_markdown, ui_metadata
 
 FETCH_WORKERS = 8
