@@ -74,7 +74,7 @@ def median_seconds(
 def build_models(args: argparse.Namespace, folder: Path, device: torch.device):
     if args.checkpoint:
         detector, info = load_detector_checkpoint(args.checkpoint)
-        arch, image_size, classes = info.arch, info.image_size, info.classes
+        arch, image_size, classes = info.spec.arch, info.spec.image_size, info.spec.classes
     else:
         arch, image_size, classes = args.arch, args.size, ["solar_panel"]
         detector = build_detector(arch, len(classes) + 1, image_size).eval()

@@ -1,7 +1,7 @@
 """A small detector for the export/serve/evaluate/detect tests: checkpoint and exported model.
 
 The checkpoint follows the train stage's contract (Lightning layout, ``model.``-prefixed
-detector weights, ``hyper_parameters`` naming the detector). Its SSDlite detector at 128 px
+detector weights, ``hyper_parameters`` with the resolved train params and the classes). Its SSDlite detector at 128 px
 takes a few optimiser steps on bright-panel tiles so that its scores are no longer uniform;
 it is not trained to be accurate. Both are built once per test session and cached under
 pytest's session folder.
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from components.ml.detector import build_detector
+from components.core.params import TrainParams
+from components.ml.detector import anchor_scales_of, build_detector
 from tests.tile_fixtures import tile_with_panels
 
 ARCH = "ssdlite320_mobilenet_v3_large"
@@ -62,10 +63,9 @@ def write_checkpoint(path: Path, steps: int = TRAIN_STEPS, seed: int = 0) -> Pat
         "pytorch-lightning_version": lightning.__version__,
         "state_dict": {f"model.{k}": v for k, v in detector.state_dict().items()},
         "hyper_parameters": {
-            "arch": ARCH,
-            "num_classes": len(CLASSES) + 1,
-            "image_size": IMAGE_SIZE,
+            "train": TrainParams(arch=ARCH, image_size=IMAGE_SIZE).model_dump(mode="json"),
             "classes": CLASSES,
+            "anchor_scales": anchor_scales_of(ARCH),
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)

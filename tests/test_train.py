@@ -69,9 +69,9 @@ def test_train_writes_checkpoint_metrics_params_and_logs(trained, tmp_path: Path
 
     checkpoint = _download_checkpoint(uri_io.join(out, "model.ckpt"), tmp_path)
     hparams = checkpoint["hyper_parameters"]
-    assert hparams["arch"] == "ssdlite320_mobilenet_v3_large"
-    assert hparams["num_classes"] == 2 and hparams["classes"] == ["solar_panel"]
-    assert hparams["image_size"] == 64
+    assert hparams["train"] == used["train"], "the whole resolved train params, as the run used"
+    assert hparams["train"]["arch"] == "ssdlite320_mobilenet_v3_large"
+    assert hparams["classes"] == ["solar_panel"]
     assert checkpoint["state_dict"] and all(
         k.startswith("model.") for k in checkpoint["state_dict"]
     )

@@ -40,10 +40,6 @@ class AnnotationsFile(BaseModel):
     def split(self, name: Split) -> list[AnnotatedImage]:
         return [image for image in self.images if image.split == name]
 
-    def class_index(self, label: str) -> int:
-        """torchvision class index: 1-based, 0 is background."""
-        return self.classes.index(label) + 1
-
 
 def load_annotations(annotations_uri: str) -> AnnotationsFile:
     try:

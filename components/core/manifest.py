@@ -52,9 +52,6 @@ class Manifest(BaseModel):
     tiles_prefix: str
     tiles: list[TileRecord]
 
-    def by_uri(self) -> dict[str, TileRecord]:
-        return {tile.uri: tile for tile in self.tiles}
-
 
 def load_manifest(manifest_uri: str) -> Manifest:
     try:

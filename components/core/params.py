@@ -1,12 +1,18 @@
-"""Typed params: every tunable of every stage, loaded from ``params.yaml`` plus ``--set`` overrides.
+"""Typed params: every tunable of every stage, loaded from a params document plus ``--set``.
 
-Each stage reads only its own section. Unknown keys and wrong types are usage errors that name
-the key (``train.epochs: Input should be a valid integer``). Defaults here equal the shipped
-``params.yaml``, so a stage container without a params file behaves like the repository.
+The document is ``params.yaml`` for ``dvc repro``, or any URI (a Kubeflow run's stages read
+``s3://<bucket>/runs/<run id>/params.yaml``). Unknown keys and wrong types are usage errors that
+name the key (``train.epochs: Input should be a valid integer``). Defaults here equal the shipped
+``params.yaml``. A stage sees only the params its declaration lists (:func:`stage_params`): the
+per-stage schema, whose digest tells whether two runs gave a stage the same values.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,10 +23,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     model_validator,
 )
 
-from components.core.errors import UsageError
+from components.core import uri as uri_io
+from components.core.errors import NotFoundError, UsageError
+from components.core.stages import STAGE_NAMES, STAGES, stage
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -105,12 +114,16 @@ class PreviewParams(Section):
     seed: int = Field(0, description="seed of the tile choice")
 
 
+# The torchvision detectors train can build (components/ml/detector.py maps each to a model).
+Architecture = Literal[
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+]
+
+
 class TrainParams(Section):
-    arch: Literal[
-        "ssdlite320_mobilenet_v3_large",
-        "fasterrcnn_resnet50_fpn_v2",
-        "fasterrcnn_mobilenet_v3_large_fpn",
-    ] = Field(
+    arch: Architecture = Field(
         "ssdlite320_mobilenet_v3_large",
         description="torchvision detector: ssdlite on CPU, fasterrcnn_resnet50_fpn_v2 on a GPU",
     )
@@ -199,10 +212,9 @@ class DetectParams(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
 
 
-PipelineStage = Literal["prepare", "preprocess", "preview", "train", "export", "evaluate", "detect"]
+StageName = Literal[STAGE_NAMES]  # type: ignore[valid-type]
 CPU_QUANTITY = r"^([0-9]*[.])?[0-9]+m?$"
 MEMORY_QUANTITY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
-S3_RETRIED_STAGES = ("prepare", "preprocess", "preview", "export", "evaluate", "detect")
 
 
 def _number_as_text(value: Any) -> Any:
@@ -231,8 +243,8 @@ def _default_tolerations() -> list[TolerationParams]:
 
 
 class GpuParams(Section):
-    stages: list[PipelineStage] = Field(
-        default_factory=lambda: ["train", "evaluate", "detect"],
+    stages: list[StageName] = Field(
+        default_factory=lambda: [stage.name for stage in STAGES if stage.gpu],
         description="tasks that request accelerators and go to the GPU node pool",
     )
     accelerator_type: str = Field("nvidia.com/gpu", description="resource name of the accelerator")
@@ -263,47 +275,38 @@ class ResourceParams(Section):
     memory_limit: MemoryQuantity = "4Gi"
 
 
-# (cpu request, cpu limit, memory request, memory limit) per task
-DEFAULT_RESOURCES: dict[str, tuple[str, str, str, str]] = {
-    "prepare": ("1", "4", "2Gi", "8Gi"),
-    "preprocess": ("500m", "2", "1Gi", "4Gi"),
-    "preview": ("500m", "2", "1Gi", "4Gi"),
-    "train": ("4", "8", "16Gi", "32Gi"),
-    "export": ("1", "4", "4Gi", "8Gi"),
-    "evaluate": ("2", "4", "8Gi", "16Gi"),
-    "detect": ("2", "4", "8Gi", "16Gi"),
-}
-
-
-def _default_resources(stage: str) -> dict[str, str]:
-    return dict(zip(ResourceParams.model_fields, DEFAULT_RESOURCES[stage], strict=True))
-
-
-class StageResourcesParams(Section):
-    """CPU and memory of each task; a key left out keeps that task's default."""
-
-    prepare: ResourceParams
-    preprocess: ResourceParams
-    preview: ResourceParams
-    train: ResourceParams
-    export: ResourceParams
-    evaluate: ResourceParams
-    detect: ResourceParams
+class _OverStageDefaults(Section):
+    """A key left out of ``kubeflow.resources.<stage>`` keeps that stage's declared default."""
 
     @model_validator(mode="before")
     @classmethod
     def _over_stage_defaults(cls, given: Any) -> Any:
         if not isinstance(given, dict):
             return given
-        merged: dict[str, Any] = {stage: _default_resources(stage) for stage in DEFAULT_RESOURCES}
-        for stage, value in given.items():
-            merged[stage] = {**merged.get(stage, {}), **value} if isinstance(value, dict) else value
+        merged: dict[str, Any] = {stage.name: asdict(stage.resources) for stage in STAGES}
+        for name, value in given.items():
+            merged[name] = {**merged.get(name, {}), **value} if isinstance(value, dict) else value
         return merged
 
 
+# One field per declared stage: its requests and limits (defaults from the declaration).
+StageResourcesParams = create_model(
+    "StageResourcesParams",
+    __base__=_OverStageDefaults,
+    __doc__="CPU and memory of each task; a key left out keeps that task's default.",
+    **{  # type: ignore[call-overload]
+        stage.name: (
+            ResourceParams,
+            Field(default_factory=lambda stage=stage: ResourceParams(**asdict(stage.resources))),
+        )
+        for stage in STAGES
+    },
+)
+
+
 class RetryParams(Section):
-    stages: list[PipelineStage] = Field(
-        default_factory=lambda: [*S3_RETRIED_STAGES],
+    stages: list[StageName] = Field(
+        default_factory=lambda: [stage.name for stage in STAGES if stage.retried],
         description="tasks retried on failure (S3 hiccups); not train (long, resumable) by default",
     )
     max_retries: int = Field(3, ge=0, description="retries of a failed task")
@@ -337,7 +340,7 @@ class KubeflowParams(Section):
     run_as_group: int = Field(10001, gt=0, description="GID of every task")
     caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
     gpu: GpuParams = Field(default_factory=GpuParams)
-    resources: StageResourcesParams = Field(default_factory=StageResourcesParams)
+    resources: StageResourcesParams = Field(default_factory=StageResourcesParams)  # type: ignore[valid-type]
     retry: RetryParams = Field(default_factory=RetryParams)
 
 
@@ -354,7 +357,8 @@ class Params(Section):
     kubeflow: KubeflowParams = Field(default_factory=KubeflowParams)
 
 
-def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``a.b.c``, creating sections on the way."""
     node = tree
     *parents, leaf = dotted_key.split(".")
     for name in parents:
@@ -386,29 +390,89 @@ def _format_validation_error(exc: ValidationError) -> str:
     return "invalid params: " + "; ".join(problems)
 
 
-def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
-    """Load ``params.yaml`` (missing default file: schema defaults), apply ``--set`` overrides."""
-    tree: dict[str, Any] = {}
-    params_path = Path(path) if path else Path(DEFAULT_PARAMS_FILE)
-    if params_path.exists():
-        try:
-            loaded = yaml.safe_load(params_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{params_path}: not valid YAML ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise UsageError(f"{params_path}: expected a mapping of sections")
-        tree = loaded
-    elif path:
-        raise UsageError(f"params file not found: {path}")
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+def read_params_tree(path: str | Path | None) -> dict[str, Any]:
+    """The params document at ``path`` (any URI) as a tree; ``None``: ./params.yaml if present."""
+    if path is None:
+        if not Path(DEFAULT_PARAMS_FILE).exists():
+            return {}
+        path = DEFAULT_PARAMS_FILE
+    try:
+        text = uri_io.read_text(str(path))
+    except NotFoundError as exc:
+        raise UsageError(f"params file not found: {path}") from exc
+    return parse_params_text(text, str(path))
+
+
+def parse_params_text(text: str, source: str) -> dict[str, Any]:
+    """A params document's YAML text as a tree; ``source`` names it in errors."""
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source}: not valid YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{source}: expected a mapping of sections")
+    return loaded
+
+
+def validate_params(tree: dict[str, Any]) -> Params:
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:
         raise UsageError(_format_validation_error(exc)) from exc
 
 
-def default_params_yaml() -> str:
-    """The schema defaults as YAML (what ``params.yaml`` ships with)."""
-    return yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False)
+def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
+    """Load a params document (no default file: schema defaults), apply ``--set`` overrides."""
+    tree = read_params_tree(path)
+    for text in overrides or []:
+        set_dotted(tree, *parse_override(text))
+    return validate_params(tree)
+
+
+def params_yaml(params: BaseModel) -> str:
+    """Params as the YAML document a run writes and its stages read."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-stage schema: only the sections and keys a stage's declaration lists
+
+
+def _section_model(section: str) -> type[Section]:
+    return Params.model_fields[section].annotation  # type: ignore[return-value]
+
+
+@functools.cache
+def stage_params_model(name: str) -> type[Section]:
+    """The params schema of stage ``name``: its declared sections, or keys of a section."""
+    declared = stage(name)
+    fields: dict[str, Any] = {}
+    for section in declared.params_sections:
+        model = _section_model(section)
+        keys = [key.split(".", 1)[1] for key in declared.params if key.startswith(f"{section}.")]
+        if keys:
+            model = create_model(
+                f"{model.__name__}For{name.title()}",
+                __base__=Section,
+                **{key: (model.model_fields[key].annotation, model.model_fields[key]) for key in keys},
+            )
+        fields[section] = (model, ...)
+    return create_model(f"{name.title()}StageParams", __base__=Section, **fields)
+
+
+def stage_params(name: str, params: Params) -> Section:
+    """The part of ``params`` stage ``name`` reads (``params.<section>.<key>`` as in Params)."""
+    declared = stage(name)
+    include: dict[str, Any] = {section: True for section in declared.params_sections}
+    for key in declared.params:
+        section, _, field = key.partition(".")
+        if field:
+            include[section] = (include[section] if isinstance(include[section], set) else set())
+            include[section].add(field)
+    return stage_params_model(name).model_validate(params.model_dump(include=include))
+
+
+def params_digest(values: BaseModel) -> str:
+    """SHA-256 of the values (canonical JSON): equal digests, equal params."""
+    text = json.dumps(values.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -50,7 +50,9 @@ def basename(uri: str) -> str:
 
 
 def parent(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[0]
+    """The folder/prefix holding ``uri`` (``.`` for a bare local file name)."""
+    head, separator, _ = uri.rstrip("/").rpartition("/")
+    return head if separator else "."
 
 
 def with_suffix(uri: str, suffix: str) -> str:
@@ -114,17 +116,8 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
         _s3_call(uri, s3_client().put_object, Bucket=bucket, Key=key, Body=data, **extra)
         return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp_name, _umask_mode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with _replaced_atomically(Path(uri)) as staging:
+        staging.write_bytes(data)
 
 
 def write_text(uri: str, text: str, content_type: str | None = None) -> None:
@@ -196,18 +189,25 @@ def upload_file(local_path: str | Path, uri: str) -> None:
     _copy_local(local_path, uri)
 
 
-def _copy_local(source: str | Path, uri: str) -> None:
-    target = Path(uri)
+@contextmanager
+def _replaced_atomically(target: Path) -> Iterator[Path]:
+    """A temporary file next to ``target`` to write; renamed over it when the block succeeds,
+    removed when it fails (readers see the old file or the new one, never a part)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
+    staging = Path(tmp_name)
     try:
-        shutil.copyfile(source, tmp_name)
-        os.chmod(tmp_name, _umask_mode())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        yield staging
+        os.chmod(staging, _umask_mode())
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _copy_local(source: str | Path, uri: str) -> None:
+    with _replaced_atomically(Path(uri)) as staging:
+        shutil.copyfile(source, staging)
 
 
 def download_file(uri: str, local_path: str | Path) -> None:

@@ -17,14 +17,6 @@ from components.core.params import Params
 from components.core.stage import run_stage
 
 
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", required=True, help="annotations.json URI")
-    parser.add_argument(
-        "--model", required=True, help="export folder/prefix URI, or the model.pt in it"
-    )
-    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
-
-
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.evaluate.run import evaluate
 
@@ -38,7 +30,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("evaluate", __doc__ or "", add_io_options, run, argv)
+    return run_stage("evaluate", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchmetrics.detection import MeanAveragePrecision
 
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, load_annotations
@@ -29,6 +28,7 @@ from components.evaluate.matching import (
     total_counts,
 )
 from components.ml.dataset import FetchOptions, TileStream
+from components.ml.metrics import MAP_KEYS, map_metric
 from components.ml.scripted import load_scripted_model, model_file_uri, resolve_device
 
 log = get_logger(__name__)
@@ -37,7 +37,6 @@ CURVE_FILE = "pr_curve.json"
 OVERLAY_FOLDER = "overlays"
 TRUTH_COLOUR = (0, 255, 0)
 PREDICTION_COLOUR = (255, 0, 0)
-MAP_KEYS = ("map", "map_50", "map_75", "mar_100")
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,7 @@ def evaluate(
     model = load_scripted_model(model_uri, device)
     classes = list(model.classes)
     stream = TileStream(records, classes, params.batch_size, fetch=FetchOptions())
-    mean_ap = MeanAveragePrecision(iou_type="bbox")  # COCO: the best 100 detections per tile
-    mean_ap.warn_on_many_detections = False
+    mean_ap = map_metric()  # COCO: the best 100 detections per tile
     results: list[TileResult] = []
     with progress_bar(total=len(records), desc=f"evaluate {params.split}", unit="tile") as bar:
         for batch in stream:

@@ -16,11 +16,6 @@ from components.core.params import Params
 from components.core.stage import run_stage
 
 
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="model.ckpt URI from the train stage")
-    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
-
-
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.export.run import export
 
@@ -34,7 +29,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("export", __doc__ or "", add_io_options, run, argv)
+    return run_stage("export", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,6 @@ SUMMARY_FILE = "export.json"
 GIT_REVISION_VARIABLE = "SOLARPIPE_GIT_REVISION"
 
 
-def sibling(uri: str, name: str) -> str:
-    """The URI of ``name`` in the same folder/prefix as ``uri``."""
-    head, separator, _ = uri.rstrip("/").rpartition("/")
-    return f"{head}/{name}" if separator else name
-
-
 def git_revision() -> str | None:
     """``$SOLARPIPE_GIT_REVISION`` (images), else ``git rev-parse HEAD`` here, else None."""
     if os.environ.get(GIT_REVISION_VARIABLE):
@@ -47,7 +41,7 @@ def git_revision() -> str | None:
 
 def training_metrics(checkpoint_uri: str) -> dict[str, Any]:
     """Plain values of the ``metrics.json`` beside the checkpoint (empty when there is none)."""
-    metrics_uri = sibling(checkpoint_uri, "metrics.json")
+    metrics_uri = uri_io.join(uri_io.parent(checkpoint_uri), "metrics.json")
     if not uri_io.exists(metrics_uri):
         return {}
     metrics = uri_io.read_json(metrics_uri)
@@ -63,10 +57,10 @@ def training_metrics(checkpoint_uri: str) -> dict[str, Any]:
 def model_metadata(info: CheckpointInfo, params: ExportParams) -> dict[str, Any]:
     """What the BentoML model records about itself (plain YAML types only)."""
     metadata: dict[str, Any] = {
-        "arch": info.arch,
-        "image_size": info.image_size,
+        "arch": info.spec.arch,
+        "image_size": info.spec.image_size,
         "score_threshold": params.score_threshold,
-        "classes": list(info.classes),
+        "classes": list(info.spec.classes),
         "model_file": MODEL_FILE,
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
@@ -87,7 +81,7 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
     started = time.perf_counter()
     detector, info = load_detector_checkpoint(checkpoint_uri)
     served = ServedDetector(
-        detector, info.arch, info.image_size, info.classes, params.score_threshold
+        detector, info.spec.arch, info.spec.image_size, info.spec.classes, params.score_threshold
     )
     scripted = script_detector(served)
     metadata = model_metadata(info, params)
@@ -98,19 +92,19 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
         parity = check_parity(
             served,
             load_scripted_model(str(model_path)),
-            sample_images(info.image_size, params.parity_samples),
+            sample_images(info.spec.image_size, params.parity_samples),
             params.parity_atol,
         )
         checked_at = time.perf_counter()
-        labels = {"project": "solarpipe", "arch": info.arch}
+        labels = {"project": "solarpipe", "arch": info.spec.arch}
         tag, archive_path = write_bento_archive(
             model_path, staging, params.name, params.archive, labels, metadata
         )
         packaged_at = time.perf_counter()
         summary = {
-            "arch": info.arch,
-            "classes": info.classes,
-            "image_size": info.image_size,
+            "arch": info.spec.arch,
+            "classes": info.spec.classes,
+            "image_size": info.spec.image_size,
             "score_threshold": params.score_threshold,
             "model_file": MODEL_FILE,
             "model_bytes": model_path.stat().st_size,

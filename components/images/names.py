@@ -7,21 +7,38 @@ of the build inputs (``docker/Dockerfile`` and the files its context admits: ``p
 tree give the same tag; any edit gives a new one, so a node never runs a stale image under an
 old name and KFP's cache key (which includes the image) changes with the code.
 
-Used by ``solarpipe images build``, ``solarpipe run-stage`` and the Kubeflow pipeline.
+The images are the declared stages' (:mod:`components.core.stages`) plus ``solarpipe-pipeline``,
+a light image with the ``solarpipe`` command and kfp, for the pipeline's own small tasks (the run's
+params document). Used by ``solarpipe images build``, ``solarpipe run-stage`` and the Kubeflow
+pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 from components.core.errors import UsageError
+from components.core.stages import STAGES, ImageFamily
 
-# Every stage with an image, in pipeline order; each is a target of docker/Dockerfile.
-STAGES = ("prepare", "preprocess", "preview", "train", "export", "evaluate", "detect")
-# The stages whose images carry torch (one shared torch layer).
-TORCH_STAGES = ("train", "export", "evaluate", "detect")
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image: built from docker/Dockerfile's ``image`` target with these build arguments."""
+
+    name: str  # solarpipe-<name>
+    family: ImageFamily  # light: no torch; torch: on the shared torch layer
+    extra: str  # the pyproject extra installed on top of the family
+    entrypoint: str  # the module the image runs (python -m <entrypoint>)
+
+
+PIPELINE_IMAGE = "pipeline"
+IMAGES: dict[str, ImageSpec] = {
+    **{stage.name: ImageSpec(stage.name, stage.image, stage.name, stage.module) for stage in STAGES},
+    PIPELINE_IMAGE: ImageSpec(PIPELINE_IMAGE, "light", "pipeline", "components.cli"),
+}
 
 SOURCE_TREE = Path(__file__).resolve().parents[2]
 DOCKERFILE = Path("docker") / "Dockerfile"
@@ -42,10 +59,10 @@ def package_version() -> str:
     return version("solarpipe")
 
 
-def check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise UsageError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return stage
+def check_image(name: str) -> str:
+    if name not in IMAGES:
+        raise UsageError(f"unknown image {name!r}; images: {', '.join(IMAGES)}")
+    return name
 
 
 def _build_files(tree: Path) -> list[Path]:
@@ -80,9 +97,9 @@ def default_tag(tree: Path = SOURCE_TREE) -> str:
     return f"{package_version()}-{digest}" if digest else package_version()
 
 
-def image_name(stage: str, tag: str | None = None, registry: str | None = None) -> str:
-    """``solarpipe-<stage>:<tag>`` (tag defaults to :func:`default_tag`), under ``registry``."""
-    repository = f"solarpipe-{check_stage(stage)}"
+def image_name(name: str, tag: str | None = None, registry: str | None = None) -> str:
+    """``solarpipe-<name>:<tag>`` (tag defaults to :func:`default_tag`), under ``registry``."""
+    repository = f"solarpipe-{check_image(name)}"
     if registry:
         repository = f"{registry.rstrip('/')}/{repository}"
     return f"{repository}:{tag or default_tag()}"

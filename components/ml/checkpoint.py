@@ -1,8 +1,10 @@
 """Load the detector from a train-stage checkpoint (``model.ckpt``, a Lightning checkpoint).
 
-The checkpoint's ``hyper_parameters`` name the detector (``arch``, ``num_classes`` with the
-background, ``image_size``, ``classes``); its ``state_dict`` holds the detector's weights under
-the LightningModule attribute ``model.``.
+The checkpoint's ``hyper_parameters`` hold the whole resolved ``train`` params of the run, the
+``classes`` and SSDlite's ``anchor_scales``: from them :func:`detector_spec` reads what rebuilds
+the detector. Its ``state_dict`` holds the detector's weights under the LightningModule
+attribute ``model.``. Checkpoints written before the train params were stored whole name
+``arch``, ``image_size``, ``num_classes`` and ``classes`` at the top level; they still load.
 """
 
 from __future__ import annotations
@@ -22,15 +24,27 @@ STATE_PREFIX = "model."
 
 
 @dataclass(frozen=True)
+class DetectorSpec:
+    """What rebuilds a detector: architecture, input edge, classes, SSDlite's anchor scales."""
+
+    arch: str
+    image_size: int
+    classes: tuple[str, ...]
+    anchor_scales: tuple[float, float] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the torchvision detector: the named ones plus the background."""
+        return len(self.classes) + 1
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
-    """What the checkpoint says about its detector."""
+    """What the checkpoint says about its detector and the run that trained it."""
 
     uri: str
-    arch: str
-    num_classes: int
-    image_size: int
-    classes: list[str]
-    anchor_scales: list[float] | None = None  # SSDlite's, when the checkpoint records them
+    spec: DetectorSpec
+    train: dict[str, Any]  # the run's resolved train params
     epoch: int | None = None
     global_step: int | None = None
     lightning_version: str | None = None
@@ -54,47 +68,53 @@ def _read_checkpoint(checkpoint_uri: str) -> dict[str, Any]:
     return loaded
 
 
+def detector_spec(hyper_parameters: Any, checkpoint_uri: str) -> DetectorSpec:
+    """The detector a checkpoint's ``hyper_parameters`` describe, checked."""
+
+    def refuse(reason: str) -> SolarpipeError:
+        return SolarpipeError(f"not a detector checkpoint: {checkpoint_uri} ({reason})")
+
+    if not isinstance(hyper_parameters, dict):
+        raise refuse("no hyper_parameters; pass the model.ckpt written by the train stage")
+    train = hyper_parameters.get("train", hyper_parameters)  # flat: before train was stored
+    missing = [key for key in ("arch", "image_size") if key not in train]
+    missing += [] if "classes" in hyper_parameters else ["classes"]
+    if missing:
+        raise refuse(f"hyper_parameters lack {', '.join(missing)}")
+    arch = str(train["arch"])
+    if arch not in ARCHITECTURES:
+        raise refuse(f"unknown arch {arch!r}, expected one of {ARCHITECTURES}")
+    classes = tuple(str(name) for name in hyper_parameters["classes"])
+    recorded = hyper_parameters.get("num_classes", len(classes) + 1)
+    if recorded != len(classes) + 1:
+        raise refuse(
+            f"num_classes={recorded} but {len(classes)} class names; num_classes counts the "
+            "background"
+        )
+    return DetectorSpec(
+        arch=arch,
+        image_size=int(train["image_size"]),
+        classes=classes,
+        anchor_scales=_anchor_scales(refuse, hyper_parameters.get("anchor_scales")),
+    )
+
+
 def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> CheckpointInfo:
     hyper_parameters = checkpoint.get("hyper_parameters")
-    if not isinstance(hyper_parameters, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (no hyper_parameters/state_dict; "
-            "pass the model.ckpt written by the train stage)"
-        )
-    missing = [
-        k for k in ("arch", "num_classes", "image_size", "classes") if k not in hyper_parameters
-    ]
-    if missing:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (hyper_parameters lack {', '.join(missing)})"
-        )
-    arch = str(hyper_parameters["arch"])
-    if arch not in ARCHITECTURES:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (unknown arch {arch!r}, "
-            f"expected one of {ARCHITECTURES})"
-        )
-    classes = [str(name) for name in hyper_parameters["classes"]]
-    num_classes = int(hyper_parameters["num_classes"])
-    if num_classes != len(classes) + 1:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (num_classes={num_classes} but "
-            f"{len(classes)} class names; num_classes counts the background)"
-        )
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        hyper_parameters = None
+    spec = detector_spec(hyper_parameters, checkpoint_uri)
     return CheckpointInfo(
         uri=checkpoint_uri,
-        arch=arch,
-        num_classes=num_classes,
-        image_size=int(hyper_parameters["image_size"]),
-        classes=classes,
-        anchor_scales=_anchor_scales(checkpoint_uri, hyper_parameters.get("anchor_scales")),
+        spec=spec,
+        train=dict(hyper_parameters.get("train", {})),
         epoch=checkpoint.get("epoch"),
         global_step=checkpoint.get("global_step"),
         lightning_version=checkpoint.get("pytorch-lightning_version"),
     )
 
 
-def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
+def _anchor_scales(refuse: Any, recorded: Any) -> tuple[float, float] | None:
     """The recorded SSDlite anchor scales: None or two shares 0 < smallest < largest <= 1."""
     if recorded is None:
         return None
@@ -103,11 +123,10 @@ def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
     except (TypeError, ValueError):
         smallest = largest = float("nan")
     if not 0 < smallest < largest <= 1:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (anchor_scales {recorded!r}, "
-            "expected [smallest, largest] shares of the input edge)"
+        raise refuse(
+            f"anchor_scales {recorded!r}, expected [smallest, largest] shares of the input edge"
         )
-    return [smallest, largest]
+    return smallest, largest
 
 
 def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, CheckpointInfo]:
@@ -119,21 +138,22 @@ def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, Checkpoint
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(STATE_PREFIX)
     }
+    spec = info.spec
     detector = build_detector(
-        info.arch, info.num_classes, info.image_size, "none", info.anchor_scales
+        spec.arch, spec.num_classes, spec.image_size, "none", spec.anchor_scales
     )
     try:
         result = detector.load_state_dict(detector_state, strict=False)
     except RuntimeError as exc:  # tensor shapes that do not fit the architecture
         raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {info.arch} with "
-            f"{info.num_classes} classes: {str(exc).splitlines()[-1].strip()})"
+            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {spec.arch} with "
+            f"{spec.num_classes} classes: {str(exc).splitlines()[-1].strip()})"
         ) from exc
     if result.missing_keys or result.unexpected_keys:
         problems = result.missing_keys[:3] or result.unexpected_keys[:3]
         raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {info.arch} with "
-            f"{info.num_classes} classes: {len(result.missing_keys)} missing, "
+            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {spec.arch} with "
+            f"{spec.num_classes} classes: {len(result.missing_keys)} missing, "
             f"{len(result.unexpected_keys)} unexpected keys, e.g. {', '.join(problems)})"
         )
     return detector.eval(), info

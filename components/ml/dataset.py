@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -63,14 +61,6 @@ def _cache_path(cache_dir: str, uri: str) -> Path:
     return Path(cache_dir) / digest[:2] / f"{digest}{Path(uri_io.basename(uri)).suffix}"
 
 
-def _write_cache(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp_name, path)
-
-
 def fetch_tile_bytes(image_uri: str, options: FetchOptions) -> bytes:
     """The bytes at ``image_uri`` (cache first), retrying with exponential backoff."""
     cached = _cache_path(options.cache_dir, image_uri) if options.cache_dir else None
@@ -90,7 +80,7 @@ def fetch_tile_bytes(image_uri: str, options: FetchOptions) -> bytes:
                 raise
             time.sleep(options.backoff_s * 2 ** (attempt - 1))
     if cached is not None:
-        _write_cache(cached, data)
+        uri_io.write_bytes(str(cached), data)
     return data
 
 

@@ -13,12 +13,6 @@ from components.core.params import Params
 from components.core.stage import run_stage
 
 
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raster", required=True, help="GeoTIFF/VRT URI (local path or s3://)")
-    parser.add_argument("--tiles", required=True, help="URI prefix the PNG tiles go to")
-    parser.add_argument("--manifest", required=True, help="URI of the manifest JSON to write")
-
-
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.prepare.run import prepare
 
@@ -31,7 +25,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("prepare", __doc__ or "", add_io_options, run, argv)
+    return run_stage("prepare", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,6 @@ from components.core.params import Params
 from components.core.stage import run_stage
 
 
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", required=True, help="annotations.json URI (preprocess)")
-    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
-
-
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.preview.run import preview
 
@@ -28,7 +23,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("preview", __doc__ or "", add_io_options, run, argv)
+    return run_stage("preview", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -27,26 +27,17 @@ from components.core.errors import SolarpipeError
 from components.core.params import Params, TrainParams
 
 if TYPE_CHECKING:  # torch and Lightning load only once the inputs are known to be good
+    from components.ml.checkpoint import DetectorSpec
     from components.train.hardware import HardwarePlan
 
 log = logging.getLogger("components.train")
 
 LAST_CHECKPOINT = "last.ckpt"
 BEST_MONITOR = "val_map_50"
-# Hyper-parameters a checkpoint must share with this run to be resumed.
-RESUME_KEYS = ("arch", "num_classes", "image_size", "classes")
 
 
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--annotations", required=True, metavar="URI", help="annotations.json (preprocess output)"
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="URI",
-        help="output folder: model.ckpt, last.ckpt, metrics.json, params.yaml, logs/",
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """train's own option besides its declared I/O options."""
     parser.add_argument(
         "--resume", action="store_true", help="continue from <out>/last.ckpt when it exists"
     )
@@ -82,20 +73,23 @@ def restore_last_checkpoint(out_uri: str, checkpoint_dir: Path) -> str | None:
     return str(local)
 
 
-def check_resumable(checkpoint_path: str, hparams: dict[str, Any]) -> None:
+def check_resumable(checkpoint_path: str, spec: DetectorSpec) -> None:
+    """A checkpoint resumes this run only if it holds the same detector (arch, size, classes)."""
     import torch
+
+    from components.ml.checkpoint import detector_spec
 
     try:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:
         raise SolarpipeError(f"cannot read the checkpoint to resume: {exc}") from exc
-    saved_hparams = saved.get("hyper_parameters", {}) if isinstance(saved, dict) else {}
-    for key in RESUME_KEYS:
-        if saved_hparams.get(key) != hparams[key]:
-            raise SolarpipeError(
-                f"cannot resume: the checkpoint has {key}={saved_hparams.get(key)!r}, this run "
-                f"{key}={hparams[key]!r} (train without --resume to start over)"
-            )
+    hyper_parameters = saved.get("hyper_parameters") if isinstance(saved, dict) else None
+    saved_spec = detector_spec(hyper_parameters, checkpoint_path)
+    if saved_spec != spec:
+        raise SolarpipeError(
+            f"cannot resume: the checkpoint holds {saved_spec}, this run {spec} (train without "
+            "--resume to start over)"
+        )
 
 
 def build_trainer(
@@ -209,7 +203,8 @@ def write_outputs(
             shutil.copytree(logs, staging / "logs")
 
 
-def run(args: argparse.Namespace, params: Params) -> None:
+def train(args: argparse.Namespace, params: Params) -> None:
+    """Fit the detector on ``--annotations`` and publish the outputs to ``--out``."""
     train_params = params.train
     annotations = load_annotations(args.annotations)
     require_splits(annotations, args.annotations)
@@ -237,22 +232,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     seed_everything(train_params.seed, workers=True, verbose=False)
-    module = DetectorModule(
-        arch=train_params.arch,
-        num_classes=len(annotations.classes) + 1,
-        image_size=train_params.image_size,
-        classes=annotations.classes,
-        pretrained=train_params.pretrained,
-        optimizer=train_params.optimizer,
-        lr=train_params.lr,
-        weight_decay=train_params.weight_decay,
-        momentum=train_params.momentum,
-        scheduler=train_params.scheduler,
-        warmup_fraction=train_params.warmup_fraction,
-        bn_recalibration_batches=train_params.bn_recalibration_batches,
-    )
+    module = DetectorModule(train_params.model_dump(mode="json"), annotations.classes)
     if resume_path:
-        check_resumable(resume_path, dict(module.hparams))
+        check_resumable(resume_path, module.spec)
     datamodule = TileDataModule(annotations, train_params, pin_memory=plan.accelerator == "gpu")
     train_batches = max(1, len(annotations.split("train")) // train_params.batch_size)
     trainer, parts = build_trainer(train_params, plan, work_dir, args.out, train_batches)
