@@ -97,7 +97,13 @@ def _type_name(annotation: object) -> str:
 def _is_uniform_table(model: type[BaseModel]) -> bool:
     """A model whose fields are all the same sub-model (one row per field reads better)."""
     annotations = {field.annotation for field in model.model_fields.values()}
-    return len(annotations) == 1 and len(model.model_fields) > 2
+    [annotation, *others] = annotations
+    return (
+        not others
+        and isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and len(model.model_fields) > 2
+    )
 
 
 def reference_rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from components.core.errors import SolarpipeError, UsageError
 from components.core.logs import get_logger
 from components.images.engine import buildkit_cli, docker_client
-from components.images.names import IMAGES, ImageSpec, image_name, package_version
+from components.images.names import IMAGES, ImageSpec, default_tag, image_name, package_version
 from components.images.pip_settings import check_folder, pip_conf_for_build, read_pip_conf
 
 log = get_logger("components.images")
@@ -184,8 +184,9 @@ def build_images(args: argparse.Namespace) -> None:
         secrets = {"ca_bundle": Path(args.ca_bundle).resolve()} if args.ca_bundle else {}
         if pip_conf:
             secrets["pip_conf"] = pip_conf
+        tag = args.tag or default_tag(tree)  # once: every image of the build gets the same
         for number, spec in enumerate(chosen, start=1):
-            name = image_name(spec.name, args.tag, args.registry)
+            name = image_name(spec.name, tag, args.registry)
             log.info("building %s (%d/%d)", name, number, len(chosen))
             command = build_command(cli.argv, tree, spec, name, args, secrets)
             started = time.monotonic()

@@ -3,9 +3,10 @@ spells them.
 
 The tag changes whenever the code in the image changes: it is the package version plus a digest
 of the build inputs (``docker/Dockerfile`` and the files its context admits: ``pyproject.toml``,
-``README.md``, ``components/``, the two build helpers in ``docker/``). Two builds of the same
-tree give the same tag; any edit gives a new one, so a node never runs a stale image under an
-old name and KFP's cache key (which includes the image) changes with the code.
+``components/``, the two build helpers in ``docker/``; not ``README.md``, which only fills the
+wheel's description). Two builds of the same tree give the same tag; any code edit gives a new
+one, so a node never runs a stale image under an old name and KFP's cache key (which includes
+the image) changes with the code.
 
 The images are the declared stages' (:mod:`components.core.stages`) plus ``solarpipe-pipeline``,
 a light image with the ``solarpipe`` command and kfp, for the pipeline's own small tasks (the run's
@@ -48,7 +49,6 @@ BUILD_INPUTS = (
     "docker/extra_requirements.py",
     "docker/pip-with-build-secrets.sh",
     "pyproject.toml",
-    "README.md",
     "components",
 )
 DIGEST_LENGTH = 12
