@@ -8,7 +8,11 @@
   the run's params document once, to ``s3://<data.bucket>/runs/<run id>/params.yaml``.
 * Every stage task runs the stage contract with ``--params`` that document, writes under
   ``s3://<data.bucket>/runs/<run id>/<stage>/`` and hands downstream the URI it wrote. Its cache
-  key is its image, its input URIs and the digest of the params it reads.
+  key is its image, its input URIs and the digest of the params it reads. Its reports (preview's
+  gallery, preprocess's summary, train's curve, evaluate's overlays) are HTML and Markdown
+  artifacts in the KFP UI; evaluate's figures are the run's Metrics, the export its Model.
+* train is retried and resumes from its last checkpoint (a preempted GPU node loses minutes, not
+  the run). detect runs only when evaluate's mAP@0.5 reaches ``kubeflow.min_map50``.
 
 The ``kubeflow:`` params section shapes the tasks (images, resources, GPU pool, retries, caching);
 the stage declaration (components/core/stages.py) gives each stage its options and image.
@@ -29,6 +33,7 @@ from components.core.params import KubeflowParams, Params, load_params, params_y
 from components.core.stage import run_guarded
 from components.core.stages import BY_NAME, STAGES
 from components.images.names import IMAGES, PIPELINE_IMAGE, image_name
+from components.kubeflow.results import exported_model, quality_gate
 from components.kubeflow.tasks import (
     PARAMS_TASK_RESOURCES,
     configure_stage_task,
@@ -40,6 +45,8 @@ from components.kubeflow.tasks import (
 PIPELINE_NAME = "solarpipe"
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+# run-local keeps each run's KFP artifacts here, as the KFP UI would show them
+LOCAL_ARTIFACTS = PROJECT_ROOT / "out" / "run-local"
 # The params sections that are pipeline parameters: data and every section a stage reads.
 PARAMETER_SECTIONS = tuple(
     dict.fromkeys(["data", *(section for stage in STAGES for section in stage.params_sections)])
@@ -75,6 +82,11 @@ def build_pipeline(params: Params) -> Any:
         [stage.name for stage in STAGES],
     )
     components = {stage.name: stage_component(stage, image[stage.name]) for stage in STAGES}
+    # After a preemption Kubeflow retries train, which picks up <out>/last.ckpt.
+    components["train"] = stage_component(BY_NAME["train"], image["train"], ["--resume"])
+    in_pipeline_image = {"base_image": image[PIPELINE_IMAGE], "install_kfp_package": False}
+    gate = dsl.component(quality_gate, **in_pipeline_image)
+    model_card = dsl.component(exported_model, **in_pipeline_image)
     # KFP's parameter defaults cannot hold null: those keys keep the value compiled in.
     default = params.model_dump(mode="json", exclude_none=True)
 
@@ -117,13 +129,22 @@ def build_pipeline(params: Params) -> Any:
             configure_stage_task(task, BY_NAME[name], kubeflow)
             return task.outputs["uri"]
 
+        def result(task: Any) -> Any:
+            configure_task(
+                task, kubeflow, PARAMS_TASK_RESOURCES, cached=True, retried=True, gpu=False
+            )
+            return task
+
         manifest = stage("prepare", raster=run.outputs["raster"], tiles=run.outputs["tiles"])
         annotations = stage("preprocess", annotations=run.outputs["annotations"], manifest=manifest)
         stage("preview", annotations=annotations)
         checkpoint = stage("train", annotations=annotations)
         model = stage("export", checkpoint=checkpoint)
-        stage("evaluate", annotations=annotations, model=model)
-        stage("detect", raster=run.outputs["raster"], model=model)
+        evaluation = stage("evaluate", annotations=annotations, model=model)
+        scored = result(gate(evaluation=evaluation, minimum=kubeflow.min_map50))
+        result(model_card(export=model, evaluation=evaluation))
+        with dsl.If(scored.outputs["Output"] >= kubeflow.min_map50, name="good-enough"):
+            stage("detect", raster=run.outputs["raster"], model=model)
 
     return solarpipe
 
@@ -223,12 +244,13 @@ def run_local(params: Params, arguments: dict[str, Any]) -> dict[str, str]:
     # No retries here: a local failure is for the developer to see at once.
     local_params = params.model_copy(deep=True)
     local_params.kubeflow.retry.max_retries = 0
+    artifacts = LOCAL_ARTIFACTS / run_id
     try:
-        run_in_docker(build_pipeline(local_params), arguments, environment)
+        run_in_docker(build_pipeline(local_params), arguments, environment, artifacts)
     except SolarpipeError as exc:
         raise SolarpipeError(f"run-local {run_id}: {exc}") from exc
     run_folder = f"s3://{params.data.bucket}/runs/{run_id}"
-    outputs = {"run": run_folder}
+    outputs = {"run": run_folder, "artifacts": str(artifacts)}
     for stage in STAGES:
         handed_down = "" if stage.hands_down == "." else f"/{stage.hands_down}"
         outputs[stage.name] = f"{run_folder}/{stage.name}{handed_down}"
@@ -239,6 +261,7 @@ def run_local_command(args: argparse.Namespace) -> None:
     params, arguments = load_settings(args.params, args.overrides)
     outputs = run_local(params, arguments)
     print(f"run {outputs.pop('run')} finished")
+    print(f"KFP artifacts (HTML, Markdown, Metrics, Model) under {outputs.pop('artifacts')}")
     for name, uri in outputs.items():
         print(f"  {name}: {uri}")
 

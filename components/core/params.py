@@ -307,7 +307,7 @@ StageResourcesParams = create_model(
 class RetryParams(Section):
     stages: list[StageName] = Field(
         default_factory=lambda: [stage.name for stage in STAGES if stage.retried],
-        description="tasks retried on failure (S3 hiccups); not train (long, resumable) by default",
+        description="tasks retried on failure (S3 hiccups, a preempted node; train resumes)",
     )
     max_retries: int = Field(3, ge=0, description="retries of a failed task")
     backoff_duration: str = Field("30s", pattern=r"^[0-9]+s$", description="first wait")
@@ -339,6 +339,9 @@ class KubeflowParams(Section):
     run_as_user: int = Field(10001, gt=0, description="non-root UID of every task (the images')")
     run_as_group: int = Field(10001, gt=0, description="GID of every task")
     caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
+    min_map50: float = Field(
+        0.5, ge=0, le=1, description="quality gate: detect runs only if evaluate's mAP@0.5 reaches it"
+    )
     gpu: GpuParams = Field(default_factory=GpuParams)
     resources: StageResourcesParams = Field(default_factory=StageResourcesParams)  # type: ignore[valid-type]
     retry: RetryParams = Field(default_factory=RetryParams)

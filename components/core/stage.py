@@ -126,7 +126,28 @@ def stage_parser(declared: Stage, description: str) -> argparse.ArgumentParser:
         metavar="PATH",
         help="when done, write the URI downstream stages read to PATH (a Kubeflow output)",
     )
+    if declared.reports:
+        kinds = "; ".join(f"{r.name}: {r.kind}, {r.help}" for r in declared.reports)
+        orchestrator.add_argument(
+            "--report",
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("NAME", "PATH"),
+            help=f"also write report NAME to the file PATH ({kinds})",
+        )
     return parser
+
+
+def requested_reports(declared: Stage, args: argparse.Namespace) -> dict[str, Path]:
+    """``--report NAME PATH`` pairs, each NAME one the stage declares."""
+    known = [report.name for report in declared.reports]
+    reports = {}
+    for name, path in getattr(args, "report", None) or []:
+        if name not in known:
+            raise UsageError(f"--report {name}: {declared.name} has reports {', '.join(known)}")
+        reports[name] = Path(path)
+    return reports
 
 
 def resolve_stage_params(declared: Stage, args: argparse.Namespace) -> Section:
@@ -167,6 +188,7 @@ def run_stage(
     verbose = "-v" in raw or "--verbose" in raw
     try:
         args = parser.parse_args(expand_environment(raw))
+        args.reports = requested_reports(declared, args)
     except UsageError as exc:
         report_error(program, exc, verbose)
         return exc.exit_code

@@ -50,6 +50,15 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A page for people a stage writes when asked (``--report NAME PATH``); Kubeflow shows it."""
+
+    name: str
+    kind: Literal["HTML", "Markdown"]
+    help: str
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     summary: str
@@ -63,6 +72,7 @@ class Stage:
     params: tuple[str, ...]  # params sections ("train") or keys ("prepare.nodata") it reads
     # False when an input changes under the same URI (an orchestrator must not reuse a result)
     cacheable: bool = True
+    reports: tuple[Report, ...] = ()
 
     @property
     def module(self) -> str:
@@ -123,6 +133,13 @@ STAGES: tuple[Stage, ...] = (
         hands_down="annotations.json",
         params=("preprocess", "labelstudio.labels"),
         cacheable=False,  # the annotations prefix changes whenever someone labels a tile
+        reports=(
+            Report(
+                "summary",
+                "Markdown",
+                "tiles, boxes, split sizes, empty tiles, what was dropped and why",
+            ),
+        ),
     ),
     Stage(
         name="preview",
@@ -135,13 +152,14 @@ STAGES: tuple[Stage, ...] = (
         outputs=(Option("out", ".", FOLDER),),
         hands_down=".",
         params=("preview",),
+        reports=(Report("gallery", "HTML", "the sampled tiles with their boxes, images inline"),),
     ),
     Stage(
         name="train",
         summary="train a torchvision detector with Lightning, streaming tiles from S3",
         image="torch",
         gpu=True,
-        retried=False,
+        retried=True,  # a preempted node: the retry resumes from <out>/last.ckpt
         resources=Resources("4", "8", "16Gi", "32Gi"),
         inputs=(
             Option("annotations", "preprocess", "annotations.json (preprocess output)"),
@@ -153,6 +171,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         hands_down="model.ckpt",
         params=("train",),
+        reports=(Report("curve", "Markdown", "validation mAP and training loss, epoch by epoch"),),
     ),
     Stage(
         name="export",
@@ -180,6 +199,9 @@ STAGES: tuple[Stage, ...] = (
         outputs=(Option("out", ".", FOLDER),),
         hands_down=".",
         params=("evaluate",),
+        reports=(
+            Report("overlays", "HTML", "metrics and the best and worst tiles, images inline"),
+        ),
     ),
     Stage(
         name="detect",

@@ -14,13 +14,16 @@ import argparse
 import sys
 
 from components.core.params import Params
+from components.core.reports import write_report
 from components.core.stage import run_stage
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.evaluate.run import evaluate
 
-    metrics = evaluate(args.annotations, args.model, args.out, params.evaluate)
+    evaluation = evaluate(args.annotations, args.model, args.out, params.evaluate)
+    metrics = evaluation.metrics
+    write_report(args, "overlays", evaluation.page)
     print(
         f"evaluate: {metrics['images']} {params.evaluate.split} tiles: mAP@0.5 "
         f"{metrics['map_50']:.3f}, mAP@0.5:0.95 {metrics['map']:.3f}, precision "

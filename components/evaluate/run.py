@@ -27,6 +27,7 @@ from components.evaluate.matching import (
     precision_recall_f1,
     total_counts,
 )
+from components.evaluate.page import evaluation_page
 from components.ml.dataset import FetchOptions, TileStream
 from components.ml.metrics import MAP_KEYS, map_metric
 from components.ml.scripted import load_scripted_model, model_file_uri, resolve_device
@@ -35,6 +36,7 @@ log = get_logger(__name__)
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "pr_curve.json"
 OVERLAY_FOLDER = "overlays"
+PAGE_FILE = "overlays.html"
 TRUTH_COLOUR = (0, 255, 0)
 PREDICTION_COLOUR = (255, 0, 0)
 
@@ -50,10 +52,16 @@ class TileResult:
     errors: int  # false positives + false negatives at the threshold
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, Any]
+    page: str  # the self-contained HTML page of the figures and overlays
+
+
 def evaluate(
     annotations_uri: str, model_uri: str, out_uri: str, params: EvaluateParams
-) -> dict[str, Any]:
-    """Run the model on ``params.split`` and write metrics, PR curve and overlays to ``out_uri``."""
+) -> Evaluation:
+    """Run the model on ``params.split``; write metrics, PR curve, overlays and their page."""
     annotations = load_annotations(annotations_uri)
     records = annotations.split(params.split)
     if not records:
@@ -96,8 +104,10 @@ def evaluate(
         uri_io.write_json(str(staging / METRICS_FILE), metrics)
         uri_io.write_json(str(staging / CURVE_FILE), curve)
         _write_overlays(results, staging / OVERLAY_FOLDER, params.overlays)
+        page = evaluation_page(metrics, params.split, staging / OVERLAY_FOLDER)
+        (staging / PAGE_FILE).write_text(page)
     log.info("evaluated %s on %d tiles", model_file_uri(model_uri), len(results))
-    return metrics
+    return Evaluation(metrics, page)
 
 
 def _tile_result(

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 from components.core.errors import SolarpipeError, UsageError
@@ -58,8 +57,11 @@ def plain(exc: Exception) -> str:
     return ANSI_COLOUR.sub("", str(exc))
 
 
-def run_in_docker(pipeline: Any, arguments: dict[str, Any], environment: dict[str, str]) -> dict:
-    """Run a compiled-in-memory pipeline with DockerRunner; returns the pipeline's outputs.
+def run_in_docker(
+    pipeline: Any, arguments: dict[str, Any], environment: dict[str, str], pipeline_root: Path
+) -> None:
+    """Run a compiled-in-memory pipeline with DockerRunner; its artifacts stay in
+    ``pipeline_root`` (``<pipeline>-<time>/<task>/<artifact>``, as KFP's UI would show them).
 
     ``entrypoint=[]`` drops the images' entrypoint so the task command runs alone, as in a pod.
     """
@@ -68,25 +70,18 @@ def run_in_docker(pipeline: Any, arguments: dict[str, Any], environment: dict[st
     # Requests, limits and the kubernetes settings are for the cluster; locally they do nothing.
     warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
     # Bind-mounted into every container, whose user is not ours: it must be writable by all.
-    pipeline_root = tempfile.mkdtemp(prefix="solarpipe-kfp-local-")
+    pipeline_root.mkdir(parents=True, exist_ok=True)
     os.chmod(pipeline_root, 0o777)
+    local.init(
+        runner=local.DockerRunner(network_mode="host", entrypoint=[], environment=environment),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
     try:
-        local.init(
-            runner=local.DockerRunner(network_mode="host", entrypoint=[], environment=environment),
-            pipeline_root=pipeline_root,
-            raise_on_error=True,
-        )
-        try:
-            outputs = dict(pipeline(**arguments).outputs)
-        except RuntimeError as exc:  # kfp: "Task <name> finished with status FAILURE"
-            raise SolarpipeError(f"{plain(exc)} (its log is above)") from exc
-        except ValueError as exc:
-            # kfp reads the exit status after the container is gone and may take a failed task
-            # for a finished one; its missing output shows it (the task writes it last).
-            raise SolarpipeError(f"a task failed: {plain(exc)} (its log is above)") from exc
-    finally:
-        shutil.rmtree(pipeline_root, ignore_errors=True)
-    missing = [name for name, uri in outputs.items() if not uri]
-    if missing:
-        raise SolarpipeError(f"no output from {', '.join(missing)}: a task failed (log above)")
-    return outputs
+        pipeline(**arguments)
+    except RuntimeError as exc:  # kfp: "Task <name> finished with status FAILURE"
+        raise SolarpipeError(f"{plain(exc)} (its log is above)") from exc
+    except ValueError as exc:
+        # kfp reads the exit status after the container is gone and may take a failed task
+        # for a finished one; its missing output shows it (the task writes it last).
+        raise SolarpipeError(f"a task failed: {plain(exc)} (its log is above)") from exc

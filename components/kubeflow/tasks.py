@@ -47,8 +47,9 @@ def component(spec: dict[str, Any]) -> Any:
     return components.load_component_from_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def stage_component(declared: Stage, image: str) -> Any:
-    """The stage's component: ``python -m components.<stage>`` with its declared options."""
+def stage_component(declared: Stage, image: str, extra_args: Sequence[str] = ()) -> Any:
+    """The stage's component: ``python -m components.<stage>`` with its declared options, its
+    reports as Kubeflow artifacts of their kind, and ``extra_args``."""
     inputs = [
         {"name": "bucket", "type": "String", "description": "bucket of the run's folder"},
         {"name": "params_digest", "type": "String", "description": "digest of its params"},
@@ -64,17 +65,21 @@ def stage_component(declared: Stage, image: str) -> Any:
             inputs.append({"name": option.name, "type": "String", "description": option.help})
             args += [f"--{option.name}", {"inputValue": option.name}]
     args += ["--uri-file", {"outputPath": "uri"}]
+    outputs = [{"name": "uri", "type": "String", "description": "what downstream reads"}]
+    for report in declared.reports:
+        outputs.append({"name": report.name, "type": report.kind, "description": report.help})
+        args += ["--report", report.name, {"outputPath": report.name}]
     return component(
         {
             "name": declared.name,
             "description": declared.summary,
             "inputs": inputs,
-            "outputs": [{"name": "uri", "type": "String", "description": "what downstream reads"}],
+            "outputs": outputs,
             "implementation": {
                 "container": {
                     "image": image,
                     "command": ["python", "-m", declared.module],
-                    "args": args,
+                    "args": [*args, *extra_args],
                 }
             },
         }

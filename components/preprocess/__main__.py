@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from components.core.params import Params
+from components.core.reports import write_report
 from components.core.stage import run_stage
 
 
@@ -19,6 +20,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     summary = preprocess(args.annotations, args.manifest, args.out, params)
     for line in summary.lines():
         print(line)
+    write_report(args, "summary", summary.markdown())
 
 
 def main(argv: list[str] | None = None) -> int:

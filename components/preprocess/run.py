@@ -54,6 +54,34 @@ class PreprocessSummary:
             )
         return lines
 
+    def markdown(self) -> str:
+        """The summary as a page: counts per split, and what was left out and why."""
+        report = self.report
+        rows = ["| split | tiles |", "|---|---:|"]
+        rows += [f"| {name} | {self.per_split.get(name, 0)} |" for name in SPLITS]
+        dropped = dict(report.skipped)
+        if report.malformed:
+            dropped["malformed (object or result)"] = len(report.malformed)
+        if report.not_in_manifest:
+            dropped["image not in the manifest"] = len(report.not_in_manifest)
+        left_out = [f"| {reason} | {count} |" for reason, count in sorted(dropped.items())]
+        return "\n".join(
+            [
+                "# Ground truth",
+                "",
+                f"`{self.output_uri}`: {self.tasks_kept} tiles ({self.empty_tiles} without panels),"
+                f" {self.boxes} boxes, from {report.objects_read} export objects of"
+                f" {report.tasks_seen} tasks.",
+                "",
+                *rows,
+                "",
+                "## Left out",
+                "",
+                *(["| reason | count |", "|---|---:|", *left_out] if left_out else ["nothing"]),
+                "",
+            ]
+        )
+
 
 def output_file_uri(out_uri: str) -> str:
     """``--out`` names the JSON file, or a folder that gets ``annotations.json``."""

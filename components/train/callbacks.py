@@ -71,6 +71,9 @@ class PublishLastCheckpoint(Callback):
             log.warning("could not publish %s after the failure: %s", LAST_CHECKPOINT, exc)
 
 
+CURVE_BAR_WIDTH = 40  # characters of a bar at mAP 1.0
+
+
 def _metric(trainer: Trainer, key: str) -> float | None:
     value = trainer.callback_metrics.get(key)
     return None if value is None else float(value)
@@ -88,6 +91,15 @@ class TrainingRecord(Callback):
         self.started = 0.0
         self.seconds = 0.0
         self._last_line = 0.0
+        # (epoch, train loss, val mAP@0.5, val mAP@0.5:0.95) per validation; kept in checkpoints
+        # so that a resumed run's curve starts at its first epoch
+        self.history: list[tuple[int, float | None, float, float | None]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [list(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [tuple(row) for row in state_dict.get("history", [])]
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start_step = trainer.global_step
@@ -119,6 +131,10 @@ class TrainingRecord(Callback):
             return
         val_map_50 = _metric(trainer, "val_map_50")
         loss = _metric(trainer, "train_loss_epoch") or _metric(trainer, "train_loss_step")
+        if val_map_50 is not None:
+            epoch = trainer.current_epoch + 1
+            self.history = [row for row in self.history if row[0] != epoch]
+            self.history.append((epoch, loss, val_map_50, _metric(trainer, "val_map")))
         if self.print_lines and val_map_50 is not None:
             log.info(
                 "epoch %d: val mAP@0.5 %.3f, train loss %s (%.0f s)",
@@ -130,3 +146,21 @@ class TrainingRecord(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.seconds = time.monotonic() - self.started
+
+    def curve_markdown(self, best_epoch: int | None) -> str:
+        """The validation curve as a page: one row per epoch, a bar for mAP@0.5."""
+
+        def number(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        rows = [
+            "| epoch | train loss | val mAP@0.5 | val mAP@0.5:0.95 | |",
+            "|---:|---:|---:|---:|:--|",
+        ]
+        for epoch, loss, map_50, map_all in self.history:
+            bar = "█" * round(map_50 * CURVE_BAR_WIDTH)
+            mark = " ← model.ckpt" if epoch == best_epoch else ""
+            rows.append(
+                f"| {epoch} | {number(loss)} | {number(map_50)} | {number(map_all)} | {bar}{mark} |"
+            )
+        return "\n".join(["# Training curve", "", *rows, ""])

@@ -25,6 +25,7 @@ from components.core import uri as uri_io
 from components.core.annotations import AnnotationsFile, load_annotations
 from components.core.errors import SolarpipeError
 from components.core.params import Params, TrainParams
+from components.core.reports import write_report
 
 if TYPE_CHECKING:  # torch and Lightning load only once the inputs are known to be good
     from components.ml.checkpoint import DetectorSpec
@@ -264,6 +265,9 @@ def train(args: argparse.Namespace, params: Params) -> None:
     metrics = collect_metrics(trainer, parts)
     write_outputs(args.out, work_dir, parts, metrics, params)
     shutil.rmtree(work_dir, ignore_errors=True)
+    history = parts["record"].history
+    best_epoch = max(history, key=lambda row: row[2])[0] if history else None
+    write_report(args, "curve", parts["record"].curve_markdown(best_epoch))
     log.info(
         "wrote %s: best val mAP@0.5 %s after %d epochs (%.0f s)",
         args.out,
