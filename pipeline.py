@@ -163,7 +163,8 @@ def load_settings(params_path: str | None, overrides: Sequence[str]) -> tuple[Pa
     """Params (file + ``--set``) and the run's arguments: each section a ``--set`` touched.
 
     ``kubeflow.*`` settings shape the tasks at compile time; every other key is a per-run value
-    of its section's pipeline parameter. Values are validated by the params schema.
+    of its section's pipeline parameter. Values are validated by the params schema. The params
+    compiled in carry the ``--set`` values too.
     """
     path = params_path or (str(DEFAULT_PARAMS) if DEFAULT_PARAMS.exists() else None)
     params = load_params(path, list(overrides))
@@ -245,8 +246,14 @@ def run_local(params: Params, arguments: dict[str, Any]) -> dict[str, str]:
     local_params = params.model_copy(deep=True)
     local_params.kubeflow.retry.max_retries = 0
     artifacts = LOCAL_ARTIFACTS / run_id
+    # kfp.local cannot pass null inside a dict parameter; the params compiled in hold the --set
+    # values already (nulls included), and a key left out of an argument keeps them.
+    without_nulls = {
+        section: {key: value for key, value in values.items() if value is not None}
+        for section, values in arguments.items()
+    }
     try:
-        run_in_docker(build_pipeline(local_params), arguments, environment, artifacts)
+        run_in_docker(build_pipeline(local_params), without_nulls, environment, artifacts)
     except SolarpipeError as exc:
         raise SolarpipeError(f"run-local {run_id}: {exc}") from exc
     run_folder = f"s3://{params.data.bucket}/runs/{run_id}"
@@ -259,11 +266,14 @@ def run_local(params: Params, arguments: dict[str, Any]) -> dict[str, str]:
 
 def run_local_command(args: argparse.Namespace) -> None:
     params, arguments = load_settings(args.params, args.overrides)
+    from components.core.uri import exists, list_objects
+
     outputs = run_local(params, arguments)
     print(f"run {outputs.pop('run')} finished")
     print(f"KFP artifacts (HTML, Markdown, Metrics, Model) under {outputs.pop('artifacts')}")
     for name, uri in outputs.items():
-        print(f"  {name}: {uri}")
+        written = exists(uri) or next(iter(list_objects(uri)), None) is not None
+        print(f"  {name}: {uri}" if written else f"  {name}: not run (below the quality gate)")
 
 
 # ---------------------------------------------------------------------------------------------

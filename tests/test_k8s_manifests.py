@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 KUSTOMIZATIONS = ["base", "stage-job", "overlays/gpu", "secret"]
+PROFILE_OVERLAY = "overlays/kubeflow-profile"
 KUBEFLOW = load_params(REPO / "params.yaml").kubeflow
 
 # scripts/test.sh installs kubectl and sets SOLARPIPE_REQUIRE_KUBECTL=1: in CI this never skips.
@@ -51,6 +52,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
     folders = {name: K8S / name for name in KUSTOMIZATIONS}
     folders["secret"] = secret_copy
     return {name: kustomize(folder) for name, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def profile_overlay() -> list[dict[str, Any]]:
+    return kustomize(K8S / PROFILE_OVERLAY)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -114,6 +120,42 @@ def test_pipeline_service_account_is_bound_to_its_role(rendered) -> None:
     }
     assert ("", "pods") in granted
     assert ("argoproj.io", "workflowtaskresults") in granted
+
+
+def test_pipeline_role_grants_only_what_the_runs_pods_do(rendered) -> None:
+    """KFP's driver and launcher read their pod, kfp-launcher and the artifact Secret; Argo's
+    executor reports results. No writes to pods, no other Secret, nothing cluster-wide."""
+    role = find(rendered["base"], "Role", KUBEFLOW.service_account)
+    rules = {
+        (tuple(rule["apiGroups"]), tuple(rule["resources"])): (
+            sorted(rule["verbs"]),
+            rule.get("resourceNames"),
+        )
+        for rule in role["rules"]
+    }
+    assert rules == {
+        (("",), ("pods",)): (["get"], None),
+        (("",), ("configmaps",)): (["get"], ["kfp-launcher"]),
+        (("",), ("secrets",)): (["get"], ["mlpipeline-minio-artifact"]),
+        (("argoproj.io",), ("workflowtaskresults",)): (["create", "patch"], None),
+    }
+    everything = [doc["kind"] for docs in rendered.values() for doc in docs]
+    assert "ClusterRole" not in everything and "ClusterRoleBinding" not in everything
+
+
+def test_profile_overlay_creates_no_namespace_and_deploys_into_the_profile(
+    profile_overlay,
+) -> None:
+    """Multi-user Kubeflow: the profile controller owns the namespace; we only add to it."""
+    kinds = [doc["kind"] for doc in profile_overlay]
+    assert "Namespace" not in kinds
+    assert {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"} <= set(kinds)
+    namespaces = {doc["metadata"]["namespace"] for doc in profile_overlay}
+    assert namespaces == {"kubeflow-user-example-com"}
+    binding = find(profile_overlay, "RoleBinding", KUBEFLOW.service_account)
+    assert binding["subjects"][0]["namespace"] == "kubeflow-user-example-com"
+    for doc in profile_overlay:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
 def test_labelstudio_reads_s3_from_the_secret_and_keeps_its_data(rendered) -> None:

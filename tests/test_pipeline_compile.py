@@ -384,3 +384,56 @@ def test_a_stage_refuses_a_params_document_that_is_not_the_one_resolved(
         "the params preview in s3://" in done.stderr
         and "changed after the run resolved it" in done.stderr
     )
+
+
+def test_train_is_retried_and_resumes_from_its_last_checkpoint(compiled) -> None:
+    assert "--resume" in container(compiled["spec"], "train")["args"]
+    assert (
+        tasks(compiled["spec"])["train"]["retryPolicy"]["maxRetryCount"]
+        == KUBEFLOW.retry.max_retries
+    )
+    assert "--resume" not in container(compiled["spec"], "export")["args"]
+
+
+def test_detect_runs_behind_the_quality_gate_on_evaluates_map(compiled) -> None:
+    root = tasks(compiled["spec"])
+    assert "detect" not in root, "detect is inside the condition, not at the top level"
+    [condition] = [task for task in root.values() if "triggerPolicy" in task]
+    assert condition["triggerPolicy"]["condition"] == (
+        f"inputs.parameter_values['pipelinechannel--quality-gate-Output'] >= {KUBEFLOW.min_map50}"
+    )
+    inside = compiled["spec"]["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert sorted(inside) == ["detect"]
+    gate = root["quality-gate"]["inputs"]["parameters"]
+    assert gate["evaluation"]["taskOutputParameter"] == {
+        "outputParameterKey": "uri",
+        "producerTask": "evaluate",
+    }
+
+
+def test_reports_metrics_and_model_are_kfp_artifacts_of_their_kind(compiled) -> None:
+    components = compiled["spec"]["components"]
+    wanted = {
+        ("preprocess", "summary"): "system.Markdown",
+        ("preview", "gallery"): "system.HTML",
+        ("train", "curve"): "system.Markdown",
+        ("evaluate", "overlays"): "system.HTML",
+        ("quality-gate", "metrics"): "system.Metrics",
+        ("quality-gate", "decision"): "system.Markdown",
+        ("exported-model", "model"): "system.Model",
+    }
+    for (task, artifact), kind in wanted.items():
+        outputs = components[f"comp-{task}"]["outputDefinitions"]["artifacts"]
+        assert outputs[artifact]["artifactType"]["schemaTitle"] == kind, (task, artifact)
+    for task in ("quality-gate", "exported-model"):
+        gate = container(compiled["spec"], task)
+        assert gate["image"] == image_name("pipeline")
+        assert "pip install" not in json.dumps(gate["command"]), "kfp is in the image already"
+
+
+def test_no_image_is_referenced_by_version_alone(compiled) -> None:
+    images = {
+        e["container"]["image"] for e in compiled["spec"]["deploymentSpec"]["executors"].values()
+    }
+    version = re.escape(image_name("prepare").split(":")[1].split("-")[0])
+    assert images and all(re.search(rf":{version}-[0-9a-f]{{12}}$", image) for image in images)

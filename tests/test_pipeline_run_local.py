@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # A run small enough for 2 CPU cores, with nested overrides whose parity with dvc is checked.
 TINY = {
+    "kubeflow.min_map50": 0.0,  # a tiny model scores little: let detect run
     "prepare.tile_size": 128,
     "preprocess.split.train": 0.6,
     "preprocess.split.val": 0.2,
@@ -114,6 +115,31 @@ def finished_run_folder(done: subprocess.CompletedProcess[str], bucket: str) -> 
     return folder
 
 
+def artifacts_of(done: subprocess.CompletedProcess[str]) -> dict[str, Path]:
+    """``task/artifact`` → where run-local's pipeline root keeps it (a file, or nothing when the
+    artifact is all metadata, like Metrics)."""
+    root = Path(re.search(r"^KFP artifacts .* under (\S+)$", done.stdout, flags=re.MULTILINE)[1])
+    [run] = [folder for folder in root.iterdir() if folder.is_dir()]
+    found = {f"{p.parent.name}/{p.name}": p for p in run.glob("*/*") if p.is_file()}
+    for recorded in run.glob("*/executor_output.json"):
+        for name in json.loads(recorded.read_text()).get("artifacts", {}):
+            found[f"{recorded.parent.name}/{name}"] = recorded.parent / name
+    return {name: path for name, path in found.items() if not name.endswith("executor_output.json")}
+
+
+def artifact_metadata(artifact: Path) -> dict[str, object]:
+    """The metadata KFP's executor recorded for an artifact (what the KFP UI shows)."""
+    recorded = json.loads((artifact.parent / "executor_output.json").read_text())
+    [entry] = recorded["artifacts"][artifact.name]["artifacts"]
+    return entry["metadata"]
+
+
+def inline_images(page: str) -> list[str]:
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
+    return sources
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_the_whole_graph_runs_in_its_containers_on_the_runs_params(images, bucket) -> None:
@@ -122,6 +148,7 @@ def test_the_whole_graph_runs_in_its_containers_on_the_runs_params(images, bucke
     run_folder = finished_run_folder(done, bucket)
     outputs = outputs_of(done)
     assert list(outputs) == list(STAGE_NAMES)
+    metrics = json.loads(read_text(f"{outputs['evaluate']}/metrics.json"))
     assert all(uri.startswith(f"{run_folder}/") for uri in outputs.values())
 
     assert load_manifest(outputs["prepare"]).model_dump() == manifest.model_dump()
@@ -133,7 +160,6 @@ def test_the_whole_graph_runs_in_its_containers_on_the_runs_params(images, bucke
     assert "<img" in read_text(f"{outputs['preview']}/index.html")
     assert exists(outputs["train"]) and outputs["train"].endswith("/model.ckpt")
     assert exists(f"{outputs['export']}/model.pt")
-    metrics = json.loads(read_text(f"{outputs['evaluate']}/metrics.json"))
     assert metrics and all(isinstance(value, int | float) for value in metrics.values())
     assert json.loads(read_text(outputs["detect"]))["type"] == "FeatureCollection"
 
@@ -145,6 +171,41 @@ def test_the_whole_graph_runs_in_its_containers_on_the_runs_params(images, bucke
         from_run = stage_params(stage.name, validate_params(document))
         assert from_run == stage_params(stage.name, expected), stage.name
     assert document["preprocess"]["split"] == {"train": 0.6, "val": 0.2, "test": 0.2}
+
+    # What the KFP UI shows for the run: the stages' reports and the Metrics and Model artifacts.
+    artifacts = artifacts_of(done)
+    inline_images(artifacts["preview/gallery"].read_text())
+    summary = artifacts["preprocess/summary"].read_text()
+    assert f"{len(annotations.images)} tiles" in summary and "| train |" in summary
+    curve = artifacts["train/curve"].read_text()
+    assert re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \|", curve, flags=re.MULTILINE)
+    assert len(inline_images(artifacts["evaluate/overlays"].read_text())) == 2
+    logged = artifact_metadata(artifacts["quality-gate/metrics"])
+    assert logged == pytest.approx(
+        {"mAP@0.5": metrics["map_50"], "mAP@0.5:0.95": metrics["map"],
+         "precision": metrics["precision"], "recall": metrics["recall"], "F1": metrics["f1"]}
+    )  # fmt: skip
+    assert "detect runs" in artifacts["quality-gate/decision"].read_text()
+    model = artifact_metadata(artifacts["exported-model/model"])
+    assert model["arch"] == "ssdlite320_mobilenet_v3_large"
+    assert model["map_50"] == pytest.approx(metrics["map_50"])
+    assert model["model_pt"] == f"{outputs['export']}/model.pt" and exists(str(model["model_pt"]))
+    assert exists(str(model["bentoml_archive"]))
+    sizes = {name: path.stat().st_size for name, path in artifacts.items() if path.is_file()}
+    print(f"KFP artifacts of the run: {sizes}")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_run_below_the_quality_bar_ends_without_detections_and_says_why(images, bucket) -> None:
+    tiled_and_labelled(bucket)
+    done = run_local(*settings(bucket, {**TINY, "kubeflow.min_map50": 1.0}))
+    run_folder = finished_run_folder(done, bucket)
+    written = [info.uri for info in list_objects(f"{run_folder}/")]
+    assert any(uri.endswith("/evaluate/metrics.json") for uri in written)
+    assert not [uri for uri in written if "/detect/" in uri]
+    decision = artifacts_of(done)["quality-gate/decision"].read_text()
+    assert "< 1.000 (kubeflow.min_map50)" in decision and "detect and deploy" in decision
 
 
 @pytest.mark.docker
