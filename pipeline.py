@@ -18,7 +18,6 @@ The ``kubeflow:`` params section shapes the tasks (images, resources, GPU pool, 
 the stage declaration (components/core/stages.py) gives each stage its options and image.
 """
 
-
 import argparse
 import sys
 import tempfile
@@ -32,13 +31,15 @@ from components.core.errors import SolarpipeError, UsageError
 from components.core.params import KubeflowParams, Params, load_params, params_yaml, parse_override
 from components.core.stage import run_guarded
 from components.core.stages import BY_NAME, STAGES
-from components.images.names import IMAGES, PIPELINE_IMAGE, image_name
+from components.images.names import IMAGES, PIPELINE_IMAGE, image_name, pinned
 from components.kubeflow.results import exported_model, quality_gate
 from components.kubeflow.tasks import (
+    NEWEST_BACKEND,
     PARAMS_TASK_RESOURCES,
     configure_stage_task,
     configure_task,
     params_component,
+    parse_backend,
     stage_component,
 )
 
@@ -61,15 +62,17 @@ DATA_VALUES = tuple(
 
 
 def images_for(kubeflow: KubeflowParams) -> dict[str, str]:
-    """Each image's reference: ``[<registry>/]solarpipe-<name>:<tag>`` (tag: the code's)."""
+    """Each image's reference: ``[<registry>/]solarpipe-<name>:<tag>`` (tag: the code's), pinned
+    to its ``@sha256:`` digest when ``images build --push`` pushed it from this tree."""
     return {
-        name: image_name(name, tag=kubeflow.tag or None, registry=kubeflow.registry or None)
+        name: pinned(image_name(name, tag=kubeflow.tag or None, registry=kubeflow.registry or None))
         for name in IMAGES
     }
 
 
-def build_pipeline(params: Params) -> Any:
-    """The pipeline, its parameters defaulting to ``params``, its tasks shaped by ``kubeflow``."""
+def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) -> Any:
+    """The pipeline, its parameters defaulting to ``params``, its tasks shaped by ``kubeflow``
+    as far as a KFP ``backend`` of that version knows them."""
     from kfp import dsl
 
     kubeflow = params.kubeflow
@@ -118,7 +121,13 @@ def build_pipeline(params: Params) -> Any:
             detect=detect,
         )
         configure_task(
-            run, kubeflow, PARAMS_TASK_RESOURCES, cached=False, retried=True, gpu=False
+            run,
+            kubeflow,
+            PARAMS_TASK_RESOURCES,
+            cached=False,
+            retried=True,
+            gpu=False,
+            backend=backend,
         )
 
         def stage(name: str, **inputs: Any) -> Any:
@@ -126,12 +135,18 @@ def build_pipeline(params: Params) -> Any:
             task = components[name](
                 bucket=run.outputs["bucket"], params_digest=run.outputs[f"{name}_params"], **inputs
             )
-            configure_stage_task(task, BY_NAME[name], kubeflow)
+            configure_stage_task(task, BY_NAME[name], kubeflow, backend)
             return task.outputs["uri"]
 
         def result(task: Any) -> Any:
             configure_task(
-                task, kubeflow, PARAMS_TASK_RESOURCES, cached=True, retried=True, gpu=False
+                task,
+                kubeflow,
+                PARAMS_TASK_RESOURCES,
+                cached=True,
+                retried=True,
+                gpu=False,
+                backend=backend,
             )
             return task
 
@@ -149,17 +164,23 @@ def build_pipeline(params: Params) -> Any:
     return solarpipe
 
 
-def compile_pipeline(params: Params, package_path: Path) -> None:
+def compile_pipeline(
+    params: Params, package_path: Path, backend: tuple[int, int] = NEWEST_BACKEND
+) -> None:
     from kfp import compiler
 
-    compiler.Compiler().compile(pipeline_func=build_pipeline(params), package_path=str(package_path))
+    compiler.Compiler().compile(
+        pipeline_func=build_pipeline(params, backend), package_path=str(package_path)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Settings from the command line: --params and --set
 
 
-def load_settings(params_path: str | None, overrides: Sequence[str]) -> tuple[Params, dict]:
+def load_settings(
+    params_path: str | None, overrides: Sequence[str], profile: str | None = None
+) -> tuple[Params, dict]:
     """Params (file + ``--set``) and the run's arguments: each section a ``--set`` touched.
 
     ``kubeflow.*`` settings shape the tasks at compile time; every other key is a per-run value
@@ -167,7 +188,7 @@ def load_settings(params_path: str | None, overrides: Sequence[str]) -> tuple[Pa
     compiled in carry the ``--set`` values too.
     """
     path = params_path or (str(DEFAULT_PARAMS) if DEFAULT_PARAMS.exists() else None)
-    params = load_params(path, list(overrides))
+    params = load_params(path, list(overrides), profile)
     touched = dict.fromkeys(parse_override(text)[0].split(".", 1)[0] for text in overrides)
     arguments = {
         section: getattr(params, section).model_dump(mode="json")
@@ -182,7 +203,8 @@ def load_settings(params_path: str | None, overrides: Sequence[str]) -> tuple[Pa
 
 
 def compile_command(args: argparse.Namespace) -> None:
-    params, _ = load_settings(args.params, args.overrides)
+    params, _ = load_settings(args.params, args.overrides, args.profile)
+    backend = parse_backend(args.kfp_backend)
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as pipeline.yaml")
@@ -190,7 +212,7 @@ def compile_command(args: argparse.Namespace) -> None:
     with tempfile.NamedTemporaryFile("wb", dir=out.parent, suffix=".yaml", delete=False) as tmp:
         staging = Path(tmp.name)
     try:
-        compile_pipeline(params, staging)
+        compile_pipeline(params, staging, backend)
         staging.replace(out)
     finally:
         staging.unlink(missing_ok=True)
@@ -205,7 +227,9 @@ def submit_command(args: argparse.Namespace) -> None:
     from components.kubeflow.api import RunRequest, api_host, api_token, check_api, create_run
     from components.kubeflow.secret import ensure_s3_secret
 
-    params, arguments = load_settings(args.params, args.overrides)
+    params, arguments = load_settings(args.params, args.overrides, args.profile)
+    backend = parse_backend(args.kfp_backend)
+    warn_about_a_time_cap(params)
     kubeflow = params.kubeflow
     namespace = args.namespace or kubeflow.namespace
     host, token = api_host(args.host), api_token()
@@ -215,7 +239,7 @@ def submit_command(args: argparse.Namespace) -> None:
         check_api(host, token)  # before compiling: an unreachable host or bad token fails fast
     with tempfile.TemporaryDirectory(prefix="solarpipe-kfp-") as folder:
         package = Path(folder) / "pipeline.yaml"
-        compile_pipeline(params, package)
+        compile_pipeline(params, package, backend)
         request = RunRequest(
             package=str(package),
             arguments=arguments,
@@ -264,6 +288,18 @@ def run_local(params: Params, arguments: dict[str, Any]) -> dict[str, str]:
     return outputs
 
 
+def warn_about_a_time_cap(params: Params) -> None:
+    """The quickstart's CPU budget on a GPU pool is almost certainly not what was meant."""
+    gpu = params.kubeflow.gpu
+    if params.train.max_minutes and "train" in gpu.stages and gpu.accelerator_limit > 0:
+        print(
+            f"warning: train.max_minutes={params.train.max_minutes:g} caps training on the GPU "
+            "pool at the quickstart's budget; --profile gpu (or --set train.max_minutes=null) "
+            "lifts it",
+            file=sys.stderr,
+        )
+
+
 def run_local_command(args: argparse.Namespace) -> None:
     params, arguments = load_settings(args.params, args.overrides)
     from components.core.uri import exists, list_objects
@@ -292,6 +328,21 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="a param for this run (train.epochs=3), or a kubeflow.* setting of the tasks",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="apply a profile over the params first: profiles/NAME.yaml (gpu: the GPU pool)",
+    )
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kfp-backend",
+        default=".".join(map(str, NEWEST_BACKEND)),
+        metavar="VERSION",
+        help="Kubeflow Pipelines backend to compile for; older ones lose what they do not know "
+        "(docs/kubeflow.md; default: %(default)s)",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -301,6 +352,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     compile_parser = actions.add_parser("compile", help="write the pipeline's IR YAML")
     compile_parser.add_argument("--out", default="pipeline.yaml", help="default pipeline.yaml")
     _add_settings_options(compile_parser)
+    _add_backend_option(compile_parser)
     compile_parser.set_defaults(handler=compile_command)
 
     submit = actions.add_parser("submit", help="compile and start a run on Kubeflow Pipelines")
@@ -327,6 +379,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="S3 endpoint as pods reach it (default $AWS_ENDPOINT_URL)",
     )
     _add_settings_options(submit)
+    _add_backend_option(submit)
     submit.set_defaults(handler=submit_command)
 
     run = actions.add_parser(

@@ -32,7 +32,9 @@ PYTHON_BIN = Path(sys.executable).parent
 SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
 PARAMS = load_params(REPO / "params.yaml")
 KUBEFLOW = PARAMS.kubeflow
-TASKS = ("params", *STAGE_NAMES)
+# Every container task: the params task, the stages, and the two that publish results.
+TASKS = ("params", *STAGE_NAMES, "quality-gate", "exported-model")
+CHANNEL = re.compile(r"^pipelinechannel--(.+)-([^-]+)$")
 SECTIONS = ("data", "prepare", "labelstudio", "preprocess", "preview", "train", "export", "evaluate", "detect")  # fmt: skip
 
 
@@ -68,16 +70,29 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def tasks(spec: dict[str, Any]) -> dict[str, Any]:
-    return spec["root"]["dag"]["tasks"]
+    """Every container task by name, those inside conditions included (not the conditions)."""
+    found: dict[str, Any] = {}
+    pending = [spec["root"]["dag"]["tasks"]]
+    while pending:
+        for name, task in pending.pop().items():
+            inner = spec["components"][task["componentRef"]["name"]].get("dag")
+            if inner:
+                pending.append(inner["tasks"])
+            else:
+                found[name] = task
+    return found
 
 
 def ir_edges(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """(producer, consumer) for every task input that is another task's output."""
     edges = set()
     for name, task in tasks(spec).items():
         for value in task.get("inputs", {}).get("parameters", {}).values():
             if "taskOutputParameter" in value:
                 edges.add((value["taskOutputParameter"]["producerTask"], name))
-        edges |= {(upstream, name) for upstream in task.get("dependentTasks", [])}
+            channel = CHANNEL.match(value.get("componentInputParameter", ""))
+            if channel:  # inside a condition: the condition hands the output on
+                edges.add((channel[1], name))
     return edges
 
 
@@ -100,14 +115,15 @@ def test_graph_edges_equal_the_declaration_and_every_stage_follows_the_params_ta
     compiled,
 ) -> None:
     edges = ir_edges(compiled["spec"])
-    assert {edge for edge in edges if edge[0] != "params"} == stage_edges()
+    stages = set(STAGE_NAMES)
+    assert {(a, b) for a, b in edges if a in stages and b in stages} == stage_edges()
     assert {("params", name) for name in STAGE_NAMES} <= edges
 
 
 def test_outputs_go_under_the_run_folder_and_the_run_id_is_not_a_task_input(compiled) -> None:
     for task in TASKS:
-        args = json.dumps(container(compiled["spec"], task)["args"])
-        assert "/runs/$(KFP_RUN_ID)/" in args
+        if task in ("params", *STAGE_NAMES):
+            assert "/runs/$(KFP_RUN_ID)/" in json.dumps(container(compiled["spec"], task)["args"])
         field_env = compiled["platform"][f"exec-{task}"]["fieldPathAsEnv"]
         assert field_env == [
             {"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"}
@@ -167,11 +183,11 @@ def test_every_task_gets_s3_settings_from_the_secret_and_no_credential_is_in_the
     assert "key-id" not in compiled["text"]
 
 
-def test_s3_tasks_retry_with_backoff_and_train_does_not(compiled) -> None:
+def test_tasks_retry_with_backoff_as_the_params_say(compiled) -> None:
     retry = KUBEFLOW.retry
     for stage in TASKS:
         policy = tasks(compiled["spec"])[stage].get("retryPolicy")
-        if stage in (*retry.stages, "params"):
+        if stage in (*retry.stages, "params", "quality-gate", "exported-model"):
             assert policy == {
                 "maxRetryCount": retry.max_retries,
                 "backoffDuration": retry.backoff_duration,
@@ -180,7 +196,7 @@ def test_s3_tasks_retry_with_backoff_and_train_does_not(compiled) -> None:
             }
         else:
             assert policy is None
-    assert "train" not in retry.stages
+    assert "train" in retry.stages, "a preempted node: train is retried and resumes"
 
 
 def test_caching_is_on_except_for_preprocess_and_the_params_task_and_off_by_param(
@@ -189,6 +205,7 @@ def test_caching_is_on_except_for_preprocess_and_the_params_task_and_off_by_para
     caching = {name: task["cachingOptions"] for name, task in tasks(compiled["spec"]).items()}
     assert caching.pop("preprocess") in ({}, {"enableCache": False})
     assert caching.pop("params") in ({}, {"enableCache": False}), "it writes each run's document"
+    assert sorted(caching) == sorted(set(TASKS) - {"preprocess", "params"})
     assert all(options == {"enableCache": True} for options in caching.values())
 
     out = tmp_path / "uncached.yaml"
@@ -396,7 +413,7 @@ def test_train_is_retried_and_resumes_from_its_last_checkpoint(compiled) -> None
 
 
 def test_detect_runs_behind_the_quality_gate_on_evaluates_map(compiled) -> None:
-    root = tasks(compiled["spec"])
+    root = compiled["spec"]["root"]["dag"]["tasks"]
     assert "detect" not in root, "detect is inside the condition, not at the top level"
     [condition] = [task for task in root.values() if "triggerPolicy" in task]
     assert condition["triggerPolicy"]["condition"] == (
@@ -437,3 +454,33 @@ def test_no_image_is_referenced_by_version_alone(compiled) -> None:
     }
     version = re.escape(image_name("prepare").split(":")[1].split("-")[0])
     assert images and all(re.search(rf":{version}-[0-9a-f]{{12}}$", image) for image in images)
+
+
+def test_an_older_backend_gets_a_pipeline_without_what_it_does_not_know(tmp_path) -> None:
+    out = tmp_path / "old.yaml"
+    done = compile_pipeline(out, "--kfp-backend", "2.5")
+    assert done.returncode == 0, done.stderr
+    spec, platform = load_ir(out)
+    assert not any("securityContext" in executor for executor in platform.values())  # 2.16
+    assert not any("retryPolicy" in task for task in tasks(spec).values())  # 2.14
+    assert "emptyDirMounts" in platform["exec-train"], "2.3 knows /dev/shm as emptyDir"
+    assert all("fieldPathAsEnv" in executor for executor in platform.values())
+    done = compile_pipeline(tmp_path / "x.yaml", "--kfp-backend", "2.0")
+    assert done.returncode == 2
+    assert "needs Kubeflow Pipelines 2.1 or newer" in done.stderr
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_the_gpu_profile_is_compiled_in_and_an_unknown_one_is_exit_2(tmp_path) -> None:
+    out = tmp_path / "gpu.yaml"
+    done = compile_pipeline(out, "--profile", "gpu")
+    assert done.returncode == 0, done.stderr
+    spec, _ = load_ir(out)
+    train = spec["root"]["inputDefinitions"]["parameters"]["train"]["defaultValue"]
+    assert train["arch"] == "fasterrcnn_resnet50_fpn_v2"
+    assert "max_minutes" not in train, "no time cap (null: left to the compiled document)"
+    document = json.dumps(container(spec, "params")["args"])
+    assert "max_minutes: null" in document
+    done = compile_pipeline(tmp_path / "x.yaml", "--profile", "tpu")
+    assert done.returncode == 2
+    assert "--profile tpu: no such profile (profiles: gpu)" in done.stderr

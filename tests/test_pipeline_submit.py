@@ -189,3 +189,15 @@ def test_ensure_secret_refuses_a_loopback_endpoint(fake: FakeKubeflow, tmp_path)
     assert done.returncode == 2
     assert "loopback" in done.stderr and "--s3-endpoint" in done.stderr
     assert not fake.secrets and not fake.runs
+
+
+def test_a_gpu_run_with_the_quickstarts_time_cap_is_warned_about(fake: FakeKubeflow) -> None:
+    capped = submit("--host", fake.url)
+    assert capped.returncode == 0, capped.stderr
+    assert "warning: train.max_minutes=7.5 caps training on the GPU pool" in capped.stderr
+    profiled = submit("--host", fake.url, "--profile", "gpu")
+    assert profiled.returncode == 0, profiled.stderr
+    assert "warning" not in profiled.stderr
+    spec = fake.runs[-1]["pipeline_spec"]["pipeline_spec"]
+    train = spec["root"]["inputDefinitions"]["parameters"]["train"]["defaultValue"]
+    assert train["arch"] == "fasterrcnn_resnet50_fpn_v2"

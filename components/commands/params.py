@@ -23,10 +23,12 @@ from components.core import uri as uri_io
 from components.core.errors import UsageError
 from components.core.params import (
     Params,
+    merge_tree,
     params_digest,
     params_yaml,
     parse_override,
     parse_params_text,
+    profile_tree,
     read_params_tree,
     set_dotted,
     stage_params,
@@ -42,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--reference",
         action="store_true",
         help="print the markdown reference of every param instead",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="apply a profile over the params (profiles/NAME.yaml, e.g. gpu) before --set",
     )
     resolve = parser.add_argument_group("resolving a run's params (orchestrators)")
     resolve.add_argument(
@@ -133,17 +140,6 @@ def params_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge_tree(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` applied over ``base``: mappings merge key by key, anything else replaces."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_tree(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def resolve_params(args: argparse.Namespace) -> Params:
     """The document (``--document`` or ``--params``), ``--section`` values, then ``--set``."""
     if args.document is not None and args.params:
@@ -152,6 +148,8 @@ def resolve_params(args: argparse.Namespace) -> Params:
         tree = parse_params_text(args.document, "--document")
     else:
         tree = read_params_tree(args.params)
+    if args.profile:
+        tree = merge_tree(tree, profile_tree(args.profile))
     for section, text in args.section:
         try:
             values = json.loads(text)

@@ -32,6 +32,8 @@ from components.core.errors import NotFoundError, UsageError
 from components.core.stages import STAGE_NAMES, STAGES, stage
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+# Named sets of changes over params.yaml (profiles/gpu.yaml: the GPU pool), in the source tree.
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 class Section(BaseModel):
@@ -85,7 +87,12 @@ class LabelStudioParams(Section):
     )
     regex_filter: str = Field(r".*\.png$", description="tiles the import storage picks up")
     use_blob_urls: bool = Field(True, description="one task per image object")
-    presign: bool = Field(True, description="Label Studio serves tiles by presigned URLs")
+    presign: bool | Literal["auto"] = Field(
+        "auto",
+        description="tiles reach the annotator's browser by presigned S3 URLs (true) or through "
+        "the Label Studio server (false); auto: presigned for AWS S3 only (an in-cluster or "
+        "loopback endpoint is not the browser's)",
+    )
     export_format: Literal["annotation", "task"] = Field(
         "annotation",
         description="annotate-from-truth writes one object per annotation (Label Studio's "
@@ -424,9 +431,38 @@ def validate_params(tree: dict[str, Any]) -> Params:
         raise UsageError(_format_validation_error(exc)) from exc
 
 
-def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
-    """Load a params document (no default file: schema defaults), apply ``--set`` overrides."""
+def merge_tree(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` applied over ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_tree(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def profile_tree(profile: str) -> dict[str, Any]:
+    """A profile (``profiles/<name>.yaml`` of the project, or a file's URI) as a params tree."""
+    candidate = PROFILES / f"{profile}.yaml"
+    if candidate.is_file():
+        return read_params_tree(candidate)
+    if "/" in profile or profile.endswith((".yaml", ".yml")):
+        return read_params_tree(profile)
+    known = ", ".join(sorted(path.stem for path in PROFILES.glob("*.yaml"))) or "none"
+    raise UsageError(f"--profile {profile}: no such profile (profiles: {known})")
+
+
+def load_params(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> Params:
+    """Load a params document (no default file: schema defaults), apply a profile over it, then
+    ``--set`` overrides."""
     tree = read_params_tree(path)
+    if profile:
+        tree = merge_tree(tree, profile_tree(profile))
     for text in overrides or []:
         set_dotted(tree, *parse_override(text))
     return validate_params(tree)

@@ -113,6 +113,8 @@ def stage_parser(declared: Stage, description: str) -> argparse.ArgumentParser:
     )
     for option in declared.options:
         parser.add_argument(f"--{option.name}", required=True, metavar="URI", help=option.help)
+    for flag in declared.flags:
+        parser.add_argument(f"--{flag.name}", action="store_true", help=flag.help)
     add_common_options(parser)
     orchestrator = parser.add_argument_group("set by orchestrators")
     orchestrator.add_argument(
@@ -172,7 +174,6 @@ def run_stage(
     argv: Sequence[str] | None = None,
     *,
     description: str = "",
-    add_options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
     """Parse the stage contract's command line and run one stage; returns the exit status.
 
@@ -182,8 +183,6 @@ def run_stage(
     declared = stage(name)
     program = declared.module
     parser = stage_parser(declared, description)
-    if add_options:
-        add_options(parser)
     raw = sys.argv[1:] if argv is None else argv
     verbose = "-v" in raw or "--verbose" in raw
     try:

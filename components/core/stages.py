@@ -50,6 +50,14 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """An on/off option of a stage (``--<name>``)."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
 class Report:
     """A page for people a stage writes when asked (``--report NAME PATH``); Kubeflow shows it."""
 
@@ -73,6 +81,7 @@ class Stage:
     # False when an input changes under the same URI (an orchestrator must not reuse a result)
     cacheable: bool = True
     reports: tuple[Report, ...] = ()
+    flags: tuple[Flag, ...] = ()
 
     @property
     def module(self) -> str:
@@ -172,6 +181,7 @@ STAGES: tuple[Stage, ...] = (
         hands_down="model.ckpt",
         params=("train",),
         reports=(Report("curve", "Markdown", "validation mAP and training loss, epoch by epoch"),),
+        flags=(Flag("resume", "continue from <out>/last.ckpt when it exists"),),
     ),
     Stage(
         name="export",

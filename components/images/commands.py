@@ -20,7 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 from components.core.errors import SolarpipeError, UsageError
 from components.core.logs import get_logger
 from components.images.engine import buildkit_cli, docker_client
-from components.images.names import IMAGES, ImageSpec, default_tag, image_name, package_version
+from components.images.names import (
+    IMAGES,
+    ImageSpec,
+    default_tag,
+    image_name,
+    package_version,
+    record_push,
+)
 from components.images.pip_settings import check_folder, pip_conf_for_build, read_pip_conf
 
 log = get_logger("components.images")
@@ -156,12 +163,19 @@ def build_command(
     return [*command, str(tree)]
 
 
-def push_image(client, name: str) -> None:
+def push_image(client, name: str) -> str:
+    """Push ``name``; the registry's digest of it (``sha256:…``), recorded for compile."""
     repository, tag = name.rsplit(":", 1)
     log.info("pushing %s", name)
+    digest = ""
     for event in client.images.push(repository, tag=tag, stream=True, decode=True):
         if "error" in event:
             raise SolarpipeError(f"pushing {name} failed: {event['error']}")
+        digest = event.get("aux", {}).get("Digest", digest)
+    if not digest:
+        raise SolarpipeError(f"pushing {name}: the registry reported no digest")
+    record_push(name, digest)
+    return digest
 
 
 def build_images(args: argparse.Namespace) -> None:
@@ -201,5 +215,5 @@ def build_images(args: argparse.Namespace) -> None:
             print(built[-1].line(), flush=True)
     if args.push:
         for image in built:
-            push_image(client, image.name)
-            print(f"pushed {image.name}", flush=True)
+            digest = push_image(client, image.name)
+            print(f"pushed {image.name}@{digest}", flush=True)

@@ -17,6 +17,7 @@ pipeline.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -52,6 +53,8 @@ BUILD_INPUTS = (
     "components",
 )
 DIGEST_LENGTH = 12
+# What `images build --push` pushed: reference → registry digest; compile pins images to them.
+PUSHED_RECORD = SOURCE_TREE / ".solarpipe" / "pushed-images.json"
 
 
 def package_version() -> str:
@@ -103,3 +106,24 @@ def image_name(name: str, tag: str | None = None, registry: str | None = None) -
     if registry:
         repository = f"{registry.rstrip('/')}/{repository}"
     return f"{repository}:{tag or default_tag()}"
+
+
+def pushed_digests(record: Path = PUSHED_RECORD) -> dict[str, str]:
+    """``{image reference: sha256 digest}`` of the images pushed from this tree."""
+    try:
+        return dict(json.loads(record.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+def record_push(reference: str, digest: str, record: Path = PUSHED_RECORD) -> None:
+    """Remember that ``reference`` was pushed with ``digest`` (``sha256:…``)."""
+    pushed = {**pushed_digests(record), reference: digest}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(pushed, indent=2, sort_keys=True) + "\n")
+
+
+def pinned(reference: str, record: Path = PUSHED_RECORD) -> str:
+    """``reference@sha256:…`` when this tree pushed it, else ``reference``."""
+    digest = pushed_digests(record).get(reference)
+    return f"{reference}@{digest}" if digest else reference

@@ -8,7 +8,6 @@ run time): KFP's own executor writes the artifacts' metadata, which is where the
 ships its source into the pod), so the imports live inside.
 """
 
-
 from kfp.dsl import Markdown, Metrics, Model, Output
 
 

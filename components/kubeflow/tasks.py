@@ -22,10 +22,21 @@ from typing import Any
 
 import yaml
 
+from components.core.errors import UsageError
 from components.core.params import KubeflowParams, ResourceParams
 from components.core.stages import Stage
 from components.kubeflow.secret import OPTIONAL_S3_KEYS, REQUIRED_S3_KEYS
 
+# The oldest Kubeflow Pipelines backend that honours each feature the tasks use (older ones
+# reject it or drop it silently); ``compile --kfp-backend`` leaves out what the target lacks.
+BACKEND_FEATURES: dict[str, tuple[int, int]] = {
+    "field_path_env": (2, 1),  # the run id from the pod label: required
+    "image_pull_policy": (2, 1),
+    "shm_empty_dir": (2, 3),
+    "retries": (2, 14),
+    "security_context": (2, 16),
+}
+NEWEST_BACKEND = max(BACKEND_FEATURES.values())
 RUN_ID_VARIABLE = "KFP_RUN_ID"
 RUN_ID_FIELD = "metadata.labels['pipeline/runid']"
 RUN_FOLDER = f"/runs/$({RUN_ID_VARIABLE})"
@@ -38,7 +49,9 @@ PARAMS_TASK_RESOURCES = ResourceParams(
 def in_run_folder(*parts: str) -> dict[str, Any]:
     """``s3://<bucket>/runs/$(KFP_RUN_ID)/<parts>`` as a component-spec placeholder."""
     tail = "/".join(part for part in parts if part)
-    return {"concat": ["s3://", {"inputValue": "bucket"}, RUN_FOLDER + (f"/{tail}" if tail else "")]}
+    return {
+        "concat": ["s3://", {"inputValue": "bucket"}, RUN_FOLDER + (f"/{tail}" if tail else "")]
+    }
 
 
 def component(spec: dict[str, Any]) -> Any:
@@ -137,19 +150,21 @@ def configure_task(
     cached: bool,
     retried: bool,
     gpu: bool,
+    backend: tuple[int, int] = NEWEST_BACKEND,
 ) -> None:
-    """Per-task settings from the ``kubeflow:`` params section."""
+    """Per-task settings from the ``kubeflow:`` params section, as far as ``backend`` knows them."""
     from kfp import kubernetes
 
     task.set_caching_options(enable_caching=kubeflow.caching and cached)
     task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
     task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
-    kubernetes.set_security_context(
-        task,
-        run_as_user=kubeflow.run_as_user,
-        run_as_group=kubeflow.run_as_group,
-        run_as_non_root=True,
-    )
+    if backend >= BACKEND_FEATURES["security_context"]:
+        kubernetes.set_security_context(
+            task,
+            run_as_user=kubeflow.run_as_user,
+            run_as_group=kubeflow.run_as_group,
+            run_as_non_root=True,
+        )
     kubernetes.use_secret_as_env(task, kubeflow.s3_secret, {key: key for key in REQUIRED_S3_KEYS})
     kubernetes.use_secret_as_env(
         task, kubeflow.s3_secret, {key: key for key in OPTIONAL_S3_KEYS}, optional=True
@@ -159,7 +174,7 @@ def configure_task(
     if kubeflow.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(kubeflow.image_pull_secrets))
     retry = kubeflow.retry
-    if retried and retry.max_retries > 0:
+    if retried and retry.max_retries > 0 and backend >= BACKEND_FEATURES["retries"]:
         task.set_retry(
             num_retries=retry.max_retries,
             backoff_duration=retry.backoff_duration,
@@ -167,17 +182,22 @@ def configure_task(
             backoff_max_duration=retry.backoff_max_duration,
         )
     if gpu:
-        request_gpu(task, kubeflow)
+        request_gpu(task, kubeflow, shm=backend >= BACKEND_FEATURES["shm_empty_dir"])
 
 
-def request_gpu(task: Any, kubeflow: KubeflowParams) -> None:
+def request_gpu(task: Any, kubeflow: KubeflowParams, shm: bool = True) -> None:
     """A memory-backed /dev/shm, the accelerator, and the GPU pool's selector and tolerations."""
     from kfp import kubernetes
 
     gpu = kubeflow.gpu
-    kubernetes.empty_dir_mount(
-        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=gpu.shm_size
-    )
+    if shm:
+        kubernetes.empty_dir_mount(
+            task,
+            volume_name="dshm",
+            mount_path="/dev/shm",
+            medium="Memory",
+            size_limit=gpu.shm_size,
+        )
     if gpu.accelerator_limit == 0:
         return
     task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
@@ -193,7 +213,9 @@ def request_gpu(task: Any, kubeflow: KubeflowParams) -> None:
         )
 
 
-def configure_stage_task(task: Any, declared: Stage, kubeflow: KubeflowParams) -> None:
+def configure_stage_task(
+    task: Any, declared: Stage, kubeflow: KubeflowParams, backend: tuple[int, int]
+) -> None:
     """A stage task's settings: its resources, retries and GPU from ``kubeflow.*``."""
     configure_task(
         task,
@@ -202,4 +224,19 @@ def configure_stage_task(task: Any, declared: Stage, kubeflow: KubeflowParams) -
         cached=declared.cacheable,
         retried=declared.name in kubeflow.retry.stages,
         gpu=declared.name in kubeflow.gpu.stages,
+        backend=backend,
     )
+
+
+def parse_backend(text: str) -> tuple[int, int]:
+    """``--kfp-backend 2.14`` → (2, 14); older than what the pipeline needs is a usage error."""
+    try:
+        major, minor = (int(part) for part in text.split(".")[:2])
+    except ValueError:
+        raise UsageError(f"--kfp-backend {text!r}: expected a version such as 2.14") from None
+    if (major, minor) < BACKEND_FEATURES["field_path_env"]:
+        raise UsageError(
+            f"--kfp-backend {text}: solarpipe needs Kubeflow Pipelines 2.1 or newer (the run id "
+            "reaches the tasks from a pod label)"
+        )
+    return major, minor

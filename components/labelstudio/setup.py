@@ -211,7 +211,11 @@ def setup_labelstudio(
     url, token = labelstudio_url(), labelstudio_token()
     require_tiles(tiles, params.regex_filter)
     connection = connect(url, token)
-    s3_settings = {"s3endpoint": params.s3_endpoint or endpoint_url(), "region_name": region()}
+    endpoint = params.s3_endpoint or endpoint_url()
+    s3_settings = {"s3endpoint": endpoint, "region_name": region()}
+    # A custom endpoint (MinIO in the cluster, a loopback server) is Label Studio's view of S3,
+    # seldom the annotator's browser's: there Label Studio proxies the tiles itself.
+    presign = params.presign if params.presign != "auto" else not endpoint
     credentials = s3_credentials()
     client = connection.client
     actions: dict[str, str] = {}
@@ -228,7 +232,7 @@ def setup_labelstudio(
                 "title": f"tiles {tiles}",
                 "regex_filter": params.regex_filter,
                 "use_blob_urls": params.use_blob_urls,
-                "presign": params.presign,
+                "presign": presign,
             },
             credentials,
             update_credentials,

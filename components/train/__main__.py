@@ -22,9 +22,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.train.run import add_options
-
-    return run_stage("train", run, argv, description=__doc__ or "", add_options=add_options)
+    return run_stage("train", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -37,13 +37,6 @@ LAST_CHECKPOINT = "last.ckpt"
 BEST_MONITOR = "val_map_50"
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """train's own option besides its declared I/O options."""
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from <out>/last.ckpt when it exists"
-    )
-
-
 def work_dir_for(out_uri: str) -> Path:
     """The local folder Lightning writes into: the same for the same ``--out``."""
     key = out_uri if uri_io.is_s3(out_uri) else str(Path(out_uri).resolve())
