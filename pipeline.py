@@ -229,7 +229,6 @@ def submit_command(args: argparse.Namespace) -> None:
 
     params, arguments = load_settings(args.params, args.overrides, args.profile)
     backend = parse_backend(args.kfp_backend)
-    warn_about_a_time_cap(params)
     kubeflow = params.kubeflow
     namespace = args.namespace or kubeflow.namespace
     host, token = api_host(args.host), api_token()
@@ -240,6 +239,7 @@ def submit_command(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="solarpipe-kfp-") as folder:
         package = Path(folder) / "pipeline.yaml"
         compile_pipeline(params, package, backend)
+        warn_about_a_time_cap(params)
         request = RunRequest(
             package=str(package),
             arguments=arguments,
