@@ -172,7 +172,9 @@ def param_value(params: Params, key: str) -> Any:
     return value
 
 
-def write_outputs(params: Params, values: Sequence[Sequence[str]], digests: Sequence[Sequence[str]]):
+def write_outputs(
+    params: Params, values: Sequence[Sequence[str]], digests: Sequence[Sequence[str]]
+):
     for key, path in values:
         value = param_value(params, key)
         text = value if isinstance(value, str) else json.dumps(value)
@@ -180,7 +182,9 @@ def write_outputs(params: Params, values: Sequence[Sequence[str]], digests: Sequ
         Path(path).write_text(text)
     for stage, path in digests:
         if stage not in STAGE_NAMES:
-            raise UsageError(f"--write-digest {stage}: unknown stage; stages: {', '.join(STAGE_NAMES)}")
+            raise UsageError(
+                f"--write-digest {stage}: unknown stage; stages: {', '.join(STAGE_NAMES)}"
+            )
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(params_digest(stage_params(stage, params)))
 

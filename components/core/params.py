@@ -347,7 +347,10 @@ class KubeflowParams(Section):
     run_as_group: int = Field(10001, gt=0, description="GID of every task")
     caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
     min_map50: float = Field(
-        0.5, ge=0, le=1, description="quality gate: detect runs only if evaluate's mAP@0.5 reaches it"
+        0.5,
+        ge=0,
+        le=1,
+        description="quality gate: detect runs only if evaluate's mAP@0.5 reaches it",
     )
     gpu: GpuParams = Field(default_factory=GpuParams)
     resources: StageResourcesParams = Field(default_factory=StageResourcesParams)  # type: ignore[valid-type]
@@ -493,7 +496,10 @@ def stage_params_model(name: str) -> type[Section]:
             model = create_model(
                 f"{model.__name__}For{name.title()}",
                 __base__=Section,
-                **{key: (model.model_fields[key].annotation, model.model_fields[key]) for key in keys},
+                **{
+                    key: (model.model_fields[key].annotation, model.model_fields[key])
+                    for key in keys
+                },
             )
         fields[section] = (model, ...)
     return create_model(f"{name.title()}StageParams", __base__=Section, **fields)
@@ -506,7 +512,7 @@ def stage_params(name: str, params: Params) -> Section:
     for key in declared.params:
         section, _, field = key.partition(".")
         if field:
-            include[section] = (include[section] if isinstance(include[section], set) else set())
+            include[section] = include[section] if isinstance(include[section], set) else set()
             include[section].add(field)
     return stage_params_model(name).model_validate(params.model_dump(include=include))
 

@@ -170,9 +170,7 @@ STAGES: tuple[Stage, ...] = (
         gpu=True,
         retried=True,  # a preempted node: the retry resumes from <out>/last.ckpt
         resources=Resources("4", "8", "16Gi", "32Gi"),
-        inputs=(
-            Option("annotations", "preprocess", "annotations.json (preprocess output)"),
-        ),
+        inputs=(Option("annotations", "preprocess", "annotations.json (preprocess output)"),),
         outputs=(
             Option(
                 "out", ".", "output folder: model.ckpt, last.ckpt, metrics.json, params.yaml, logs/"

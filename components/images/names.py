@@ -38,7 +38,9 @@ class ImageSpec:
 
 PIPELINE_IMAGE = "pipeline"
 IMAGES: dict[str, ImageSpec] = {
-    **{stage.name: ImageSpec(stage.name, stage.image, stage.name, stage.module) for stage in STAGES},
+    **{
+        stage.name: ImageSpec(stage.name, stage.image, stage.name, stage.module) for stage in STAGES
+    },
     PIPELINE_IMAGE: ImageSpec(PIPELINE_IMAGE, "light", "pipeline", "components.cli"),
 }
 

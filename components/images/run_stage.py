@@ -159,7 +159,9 @@ def local_mounts(stage_name: str, stage_args: Sequence[str], workdir: Path) -> d
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise UsageError(f"{value}: cannot create the output folder {folder}: {exc}") from exc
+                raise UsageError(
+                    f"{value}: cannot create the output folder {folder}: {exc}"
+                ) from exc
         key = str(folder)
         mounts[key] = "rw" if mounts.get(key) == "rw" else mode
     return mounts
