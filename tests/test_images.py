@@ -24,7 +24,10 @@ from typing import Any
 import pytest
 
 from components.cli import main as solarpipe
+from components.commands.kfp import load_pipeline_module
 from components.core.errors import UsageError
+from components.core.params import Params
+from components.images import names
 from components.images.names import (
     BUILD_INPUTS,
     IMAGES,
@@ -236,20 +239,24 @@ def local_registry(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.docker
-def test_push_sends_the_image_to_the_registry(
+def test_push_sends_the_image_to_the_registry_and_compile_pins_its_digest(
     engine: Any,
     stage_images: dict[str, Any],
     local_registry: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     labels = stage_images["preview"].labels
     monkeypatch.setenv("SOLARPIPE_BASE_IMAGE", labels["org.opencontainers.image.base.name"])
+    record = tmp_path / "pushed-images.json"
+    monkeypatch.setattr(names, "PUSHED_RECORD", record)
     pushed = image_name("preview", registry=local_registry)
     try:
         argv = ["images", "build", "--stage", "preview", "--registry", local_registry, "--push"]
         assert solarpipe(argv) == 0
-        assert f"pushed {pushed}" in capsys.readouterr().out
+        digest = json.loads(record.read_text())[pushed]
+        assert f"pushed {pushed}@{digest}" in capsys.readouterr().out
         request = urllib.request.Request(
             f"http://{local_registry}/v2/solarpipe-preview/manifests/{pushed.rsplit(':', 1)[1]}",
             headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
@@ -257,6 +264,16 @@ def test_push_sends_the_image_to_the_registry(
         with urllib.request.urlopen(request) as response:
             manifest = json.load(response)
         assert manifest["config"]["digest"] == engine.images.get(pushed).id
+        assert (
+            f"{local_registry}/solarpipe-preview@{digest}"
+            in engine.images.get(pushed).attrs["RepoDigests"]
+        )
+        # compile and submit pin the pushed image to its digest; images never pushed stay tagged
+        pipeline = load_pipeline_module(REPO / "pipeline.py")
+        kubeflow = Params().kubeflow.model_copy(update={"registry": local_registry})
+        references = pipeline.images_for(kubeflow)
+        assert references["preview"] == f"{pushed}@{digest}"
+        assert "@" not in references["train"]
     finally:
         engine.images.remove(pushed, noprune=True)
 

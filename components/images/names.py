@@ -110,22 +110,22 @@ def image_name(name: str, tag: str | None = None, registry: str | None = None) -
     return f"{repository}:{tag or default_tag()}"
 
 
-def pushed_digests(record: Path = PUSHED_RECORD) -> dict[str, str]:
+def pushed_digests() -> dict[str, str]:
     """``{image reference: sha256 digest}`` of the images pushed from this tree."""
     try:
-        return dict(json.loads(record.read_text()))
+        return dict(json.loads(PUSHED_RECORD.read_text()))
     except FileNotFoundError:
         return {}
 
 
-def record_push(reference: str, digest: str, record: Path = PUSHED_RECORD) -> None:
+def record_push(reference: str, digest: str) -> None:
     """Remember that ``reference`` was pushed with ``digest`` (``sha256:…``)."""
-    pushed = {**pushed_digests(record), reference: digest}
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(pushed, indent=2, sort_keys=True) + "\n")
+    pushed = {**pushed_digests(), reference: digest}
+    PUSHED_RECORD.parent.mkdir(parents=True, exist_ok=True)
+    PUSHED_RECORD.write_text(json.dumps(pushed, indent=2, sort_keys=True) + "\n")
 
 
-def pinned(reference: str, record: Path = PUSHED_RECORD) -> str:
+def pinned(reference: str) -> str:
     """``reference@sha256:…`` when this tree pushed it, else ``reference``."""
-    digest = pushed_digests(record).get(reference)
+    digest = pushed_digests().get(reference)
     return f"{reference}@{digest}" if digest else reference
