@@ -30,5 +30,7 @@ def test_editable_build_raises_no_deprecation_warning(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.glob("solarpipe-*.whl")), "no editable wheel was built"
     caught = json.loads(result.stdout.strip().splitlines()[-1])
-    deprecations = [f"{category}: {message}" for category, message in caught if "Deprecat" in category]
+    deprecations = [
+        f"{category}: {message}" for category, message in caught if "Deprecat" in category
+    ]
     assert deprecations == []
