@@ -102,15 +102,17 @@ def test_second_quickstart_trains_nothing_and_leaves_dvc_and_git_as_dvc_users_ex
     tmp_path: Path,
 ) -> None:
     """Two quickstarts on a copy of the project (tiny params, 512-px scene), each with its own
-    embedded S3, as a user runs them: the second finds the bucket empty, rebuilds the scene,
-    tiles and annotations, and reruns no stage after them."""
+    embedded S3, as a user runs them: the second finds the bucket empty, uploads the scene kept
+    by the first, rebuilds the tiles and annotations, and reruns no stage after them."""
     copy_project(tmp_path)
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     quickstart = [sys.executable, "-m", "components.cli", "quickstart", "--project", str(tmp_path)]
     first = run([*quickstart, "--size", "512"], tmp_path, env)
+    assert "quickstart: synthesized 512x512 px scene" in first
     assert {"prepare", "preprocess", "train", "export", "evaluate", "detect"} <= stages_run(first)
     second = run([*quickstart, "--size", "512"], tmp_path, env)
-    assert "quickstart: synthesized 512x512 px scene" in second
+    assert "quickstart: using the 512x512 px scene kept in" in second
+    assert "tiles listed in the manifest are missing on S3: rebuilding them" in second
     assert stages_run(second) == {"prepare", "annotations-listing"}
     assert "test mAP@0.5" in second
     status = run([*DVC, "status"], tmp_path, env)
