@@ -4,8 +4,10 @@ checkpoint contract, ``--resume``, and the bad inputs it names in one line."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,26 @@ def trained(s3_server, tmp_path_factory) -> dict[str, str]:
     out = f"s3://{bucket}/run"
     result = run_train("--annotations", f"s3://{bucket}/data/annotations.json", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"bucket": bucket, "out": out, "annotations": f"s3://{bucket}/data/annotations.json"}
+    return {
+        "bucket": bucket,
+        "out": out,
+        "annotations": f"s3://{bucket}/data/annotations.json",
+        "stderr": result.stderr,
+    }
+
+
+def test_training_logs_each_event_once_and_no_advertisement(trained) -> None:
+    stderr = trained["stderr"]
+    # "12:00:00 INFO name: message" from the project's handler, "INFO: message" from Lightning's.
+    messages = [
+        re.sub(r"^(\d\d:\d\d:\d\d )?[A-Z]+ ?[\w.]*: ", "", line) for line in stderr.splitlines()
+    ]
+    repeated = [message for message, count in Counter(messages).items() if count > 1]
+    assert repeated == [], stderr
+    assert sum("`Trainer.fit` stopped" in line for line in stderr.splitlines()) == 1, stderr
+    assert "Tip" not in stderr
+    assert "litlogger" not in stderr
+    assert "LeafSpec" not in stderr
 
 
 def test_train_writes_checkpoint_metrics_params_and_logs(trained, tmp_path: Path) -> None:

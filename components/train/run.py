@@ -24,6 +24,7 @@ import yaml
 from components.core import uri as uri_io
 from components.core.annotations import AnnotationsFile, load_annotations
 from components.core.errors import SolarpipeError
+from components.core.logs import adopt_library_loggers
 from components.core.params import Params, TrainParams
 from components.core.reports import write_report
 
@@ -99,6 +100,8 @@ def build_trainer(
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from components.train.callbacks import PublishLastCheckpoint, TrainingRecord
+
+    adopt_library_loggers("lightning", "lightning.pytorch", "lightning.fabric")
 
     checkpoint_dir = work_dir / "checkpoints"
     best = ModelCheckpoint(
@@ -245,6 +248,8 @@ def train(args: argparse.Namespace, params: Params) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning 2.6's own use of a torch 2.14 deprecation, once per fit: nothing to act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
         except BaseException as exc:
