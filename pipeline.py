@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from components.commands.embedded import DEFAULT_SCENE_SIZE, run_command
 from components.core.errors import SolarpipeError, UsageError
 from components.core.params import KubeflowParams, Params, load_params, params_yaml, parse_override
 from components.core.stage import run_guarded
@@ -300,16 +301,63 @@ def warn_about_a_time_cap(params: Params) -> None:
         )
 
 
-def run_local_command(args: argparse.Namespace) -> None:
-    params, arguments = load_settings(args.params, args.overrides)
+def embedded_default_data(params: Params, size: int, seed: int) -> None:
+    """What the quickstart does before the graph: the buckets, the synthetic scene at
+    ``data.raster``, its tiles (prepare, here) and the annotator's labels."""
+    from components.commands.embedded import label_if_unlabelled, provide_scene, stage_environment
+    from components.commands.s3 import data_buckets
+    from components.core.uri import exists, write_text
+    from components.s3server import ensure_bucket
+
+    data = params.data
+    for bucket in data_buckets(data):
+        ensure_bucket(bucket)
+    if not exists(data.raster):
+        provide_scene(PROJECT_ROOT, data.raster, size, seed, "run-local")
+    folder = LOCAL_ARTIFACTS / "embedded"
+    write_text(str(folder / "params.yaml"), params_yaml(params))
+    manifest = str(folder / "manifest.json")
+    env = stage_environment()
+    tile = [sys.executable, "-m", "components.prepare", "--params", str(folder / "params.yaml"),
+            "--raster", data.raster, "--tiles", data.tiles, "--manifest", manifest]  # fmt: skip
+    run_command(tile, PROJECT_ROOT, env, "run-local")
+    label_if_unlabelled(PROJECT_ROOT, manifest, data.raster, data.annotations, env, "run-local")
+
+
+def keep_run_folder(run_folder: str, local: Path) -> None:
+    """A copy of the run's S3 folder on disk: the embedded S3 forgets it when run-local ends."""
+    from components.core.uri import download_file, list_objects
+
+    for info in list_objects(run_folder):
+        download_file(info.uri, local / info.uri.removeprefix(f"{run_folder}/"))
+
+
+def print_outputs(outputs: dict[str, str]) -> None:
     from components.core.uri import exists, list_objects
 
-    outputs = run_local(params, arguments)
     print(f"run {outputs.pop('run')} finished")
     print(f"KFP artifacts (HTML, Markdown, Metrics, Model) under {outputs.pop('artifacts')}")
     for name, uri in outputs.items():
         written = exists(uri) or next(iter(list_objects(uri)), None) is not None
         print(f"  {name}: {uri}" if written else f"  {name}: not run (below the quality gate)")
+
+
+def run_local_command(args: argparse.Namespace) -> None:
+    from components.commands.embedded import configured_or_embedded_s3
+    from components.kubeflow.local import s3_configured
+
+    params, arguments = load_settings(args.params, args.overrides, args.profile)
+    if s3_configured():
+        print_outputs(run_local(params, arguments))
+        return
+    # No S3 here: the embedded default, as the quickstart does it, then the graph in containers.
+    with configured_or_embedded_s3(args.port, "run-local"):
+        embedded_default_data(params, args.size, args.seed)
+        outputs = run_local(params, arguments)
+        kept = Path(outputs["artifacts"]) / "runs"
+        keep_run_folder(outputs["run"], kept)
+        print_outputs(dict(outputs))
+    print(f"the embedded S3 has stopped; the run folder is kept in {kept}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,9 +431,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     submit.set_defaults(handler=submit_command)
 
     run = actions.add_parser(
-        "run-local", help="run the graph in the local images (Docker, host network)"
+        "run-local",
+        help="run the graph in the local images (Docker, host network); without S3 settings, "
+        "on the embedded default (an S3 server, a synthetic scene and its labels)",
     )
     _add_settings_options(run)
+    run.add_argument(
+        "--size", type=int, default=DEFAULT_SCENE_SIZE, help="embedded default: scene edge in px"
+    )
+    run.add_argument("--seed", type=int, default=0, help="embedded default: scene seed")
+    run.add_argument(
+        "--port", type=int, default=None, help="embedded default: S3 port (default 9555 or free)"
+    )
     run.set_defaults(handler=run_local_command)
 
 

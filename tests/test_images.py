@@ -92,8 +92,8 @@ def test_image_tag_changes_with_the_code_and_only_with_it(tmp_path: Path) -> Non
     assert default_tag(tmp_path / "not-a-checkout") == package_version()
 
 
-def test_unknown_stage_has_no_image_name() -> None:
-    with pytest.raises(UsageError, match="stages: prepare, preprocess"):
+def test_unknown_image_has_no_name() -> None:
+    with pytest.raises(UsageError, match="unknown image 'tiles'; images: prepare, preprocess"):
         image_name("tiles")
 
 

@@ -24,6 +24,7 @@ from components.core.params import load_params, stage_params, validate_params
 from components.core.stages import STAGE_NAMES, STAGES
 from components.core.uri import exists, list_objects, read_text
 from components.images.names import IMAGES
+from components.s3server import free_port
 from tests.docker_support import engine_or_skip, images_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def artifacts_of(done: subprocess.CompletedProcess[str]) -> dict[str, Path]:
     """``task/artifact`` → where run-local's pipeline root keeps it (a file, or nothing when the
     artifact is all metadata, like Metrics)."""
     root = Path(re.search(r"^KFP artifacts .* under (\S+)$", done.stdout, flags=re.MULTILINE)[1])
-    [run] = [folder for folder in root.iterdir() if folder.is_dir()]
+    [run] = [folder for folder in root.iterdir() if folder.name.startswith("solarpipe-")]
     found = {f"{p.parent.name}/{p.name}": p for p in run.glob("*/*") if p.is_file()}
     for recorded in run.glob("*/executor_output.json"):
         for name in json.loads(recorded.read_text()).get("artifacts", {}):
@@ -142,31 +143,40 @@ def inline_images(page: str) -> list[str]:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_the_whole_graph_runs_in_its_containers_on_the_runs_params(images, bucket) -> None:
-    manifest = tiled_and_labelled(bucket)
-    done = run_local(*settings(bucket, TINY))
-    run_folder = finished_run_folder(done, bucket)
+def test_the_whole_graph_runs_on_the_embedded_default_in_its_containers(images) -> None:
+    """A new user's run-local: no S3 settings, so it starts the embedded S3, synthesizes the
+    scene, tiles and labels it as the quickstart does, runs every task in its container, and
+    keeps the run folder on disk when the embedded S3 stops."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    extra = [option for key, value in TINY.items() for option in ("--set", f"{key}={value}")]
+    done = run_local("--size", "512", "--seed", "3", "--port", str(free_port()), *extra,
+                     env=environment)  # fmt: skip
+    run_folder = finished_run_folder(done, "solarpipe")
     outputs = outputs_of(done)
     assert list(outputs) == list(STAGE_NAMES)
-    metrics = json.loads(read_text(f"{outputs['evaluate']}/metrics.json"))
     assert all(uri.startswith(f"{run_folder}/") for uri in outputs.values())
+    assert "run-local: embedded S3 at http://127.0.0.1:" in done.stdout
+    kept = Path(re.search(r"the run folder is kept in (\S+)$", done.stdout, re.MULTILINE)[1])
 
-    assert load_manifest(outputs["prepare"]).model_dump() == manifest.model_dump()
-    annotations = load_annotations(outputs["preprocess"])
+    def local(uri: str) -> str:
+        return str(kept / uri.removeprefix(f"{run_folder}/"))
+
+    manifest = load_manifest(local(outputs["prepare"]))
+    assert len(manifest.tiles) == 16 and manifest.tile_size == 128
+    annotations = load_annotations(local(outputs["preprocess"]))
     assert {image.image for image in annotations.images} <= {t.uri for t in manifest.tiles}
     assert sum(len(image.boxes) for image in annotations.images) > 0
-    gallery = [info.uri for info in list_objects(f"{outputs['preview']}/")]
-    assert f"{outputs['preview']}/index.html" in gallery
-    assert "<img" in read_text(f"{outputs['preview']}/index.html")
-    assert exists(outputs["train"]) and outputs["train"].endswith("/model.ckpt")
-    assert exists(f"{outputs['export']}/model.pt")
+    assert "<img" in read_text(local(f"{outputs['preview']}/index.html"))
+    assert exists(local(outputs["train"])) and outputs["train"].endswith("/model.ckpt")
+    assert exists(local(f"{outputs['export']}/model.pt"))
+    metrics = json.loads(read_text(local(f"{outputs['evaluate']}/metrics.json")))
     assert metrics and all(isinstance(value, int | float) for value in metrics.values())
-    assert json.loads(read_text(outputs["detect"]))["type"] == "FeatureCollection"
+    assert json.loads(read_text(local(outputs["detect"])))["type"] == "FeatureCollection"
 
     # Parity with dvc repro: each stage got from the run's document what params.yaml with the
     # same settings gives it (the stages checked the document's digest themselves).
-    document = yaml.safe_load(read_text(f"{run_folder}/params.yaml"))
-    expected = load_params(REPO / "params.yaml", settings(bucket, TINY)[1::2])
+    document = yaml.safe_load(read_text(local(f"{run_folder}/params.yaml")))
+    expected = load_params(REPO / "params.yaml", extra[1::2])
     for stage in STAGES:
         from_run = stage_params(stage.name, validate_params(document))
         assert from_run == stage_params(stage.name, expected), stage.name
@@ -189,8 +199,8 @@ def test_the_whole_graph_runs_in_its_containers_on_the_runs_params(images, bucke
     model = artifact_metadata(artifacts["exported-model/model"])
     assert model["arch"] == "ssdlite320_mobilenet_v3_large"
     assert model["map_50"] == pytest.approx(metrics["map_50"])
-    assert model["model_pt"] == f"{outputs['export']}/model.pt" and exists(str(model["model_pt"]))
-    assert exists(str(model["bentoml_archive"]))
+    assert model["model_pt"] == f"{outputs['export']}/model.pt"
+    assert exists(local(str(model["model_pt"]))) and exists(local(str(model["bentoml_archive"])))
     sizes = {name: path.stat().st_size for name, path in artifacts.items() if path.is_file()}
     print(f"KFP artifacts of the run: {sizes}")
 
@@ -230,10 +240,3 @@ def test_missing_image_says_how_to_build_it(images, bucket) -> None:
     assert done.returncode == 1
     assert "solarpipe-prepare:not-built-anywhere" in done.stderr
     assert "solarpipe images build --stage prepare" in done.stderr
-
-
-def test_without_s3_settings_it_says_how_to_start_the_embedded_server() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    done = run_local(env=env)
-    assert done.returncode == 2
-    assert "solarpipe s3 serve" in done.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from components.commands.quickstart import s3_for_quickstart, single_instance
+from components.commands.embedded import configured_or_embedded_s3
+from components.commands.quickstart import single_instance
 from components.core.errors import SolarpipeError
 from tests.dvc_project import DVC, copy_project, run, stages_run
 
@@ -25,7 +26,7 @@ def test_taken_port_makes_quickstart_pick_another(monkeypatch) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        with s3_for_quickstart(taken) as endpoint:
+        with configured_or_embedded_s3(taken, "quickstart") as endpoint:
             assert not endpoint.endswith(f":{taken}")
             from components.core import uri as uri_io
             from components.s3server import ensure_bucket

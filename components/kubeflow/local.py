@@ -15,6 +15,11 @@ from components.kubeflow.secret import OPTIONAL_S3_KEYS, REQUIRED_S3_KEYS
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def s3_configured() -> bool:
+    """An S3 endpoint or AWS credentials in this shell."""
+    return any(os.environ.get(name) for name in ("AWS_ENDPOINT_URL", *REQUIRED_S3_KEYS))
+
+
 def local_s3_environment() -> dict[str, str]:
     """The S3 variables the containers get at run time (never baked into an image)."""
     names = (*REQUIRED_S3_KEYS, *OPTIONAL_S3_KEYS, "AWS_REGION", "AWS_SESSION_TOKEN")
