@@ -70,8 +70,13 @@ def read_model_tag(archive: Path, uri: str) -> str:
                 )
             handle = tar.extractfile(members[MODEL_MANIFEST])
             manifest = yaml.safe_load(handle.read()) if handle else None
+    except tarfile.ReadError as exc:
+        raise SolarpipeError(
+            f"not a BentoML model archive: {uri} (not a tar file, gzip- or xz-compressed)"
+        ) from exc
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise SolarpipeError(f"not a BentoML model archive: {uri} ({exc})") from exc
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SolarpipeError(f"not a BentoML model archive: {uri} ({first_line})") from exc
     except yaml.YAMLError as exc:
         raise SolarpipeError(f"not a BentoML model archive: {uri} (bad {MODEL_MANIFEST})") from exc
     if not isinstance(manifest, dict) or not {"name", "version"} <= manifest.keys():
