@@ -167,19 +167,28 @@ class Clients:
         )
         return response.status_code, time.perf_counter() - started
 
-    def row(self, tiles: list[bytes], clients: int) -> Row:
-        self.run(tiles[: clients * 2], clients)  # warm-up: sessions, the batcher's estimate
-        started = time.perf_counter()
-        results = self.run(tiles, clients)
-        elapsed = time.perf_counter() - started
-        latencies = [seconds for _, seconds in results]
-        return Row(
-            f"HTTP, {clients} concurrent client{'s' if clients > 1 else ''}",
-            len(tiles) / elapsed,
-            percentile(latencies, 0.5) * 1000,
-            percentile(latencies, 0.95) * 1000,
-            sum(status != 200 for status, _ in results),
-        )
+    def rows(self, tiles: list[bytes], client_counts: list[int], rounds: int) -> list[Row]:
+        """Each client count sends every ``rounds``-th tile in turn, ``rounds`` times over, so
+        a change in machine load hits every row alike."""
+        self.run(tiles[: max(client_counts) * 2], max(client_counts))  # warm-up
+        elapsed = dict.fromkeys(client_counts, 0.0)
+        results: dict[int, list[tuple[int, float]]] = {count: [] for count in client_counts}
+        for round_index in range(rounds):
+            chunk = tiles[round_index::rounds]
+            for count in client_counts:
+                started = time.perf_counter()
+                results[count] += self.run(chunk, count)
+                elapsed[count] += time.perf_counter() - started
+        return [
+            Row(
+                f"HTTP, {count} concurrent client{'s' if count > 1 else ''}",
+                len(results[count]) / elapsed[count],
+                percentile([seconds for _, seconds in results[count]], 0.5) * 1000,
+                percentile([seconds for _, seconds in results[count]], 0.95) * 1000,
+                sum(status != 200 for status, _ in results[count]),
+            )
+            for count in client_counts
+        ]
 
     def run(self, tiles: list[bytes], clients: int) -> list[tuple[int, float]]:
         with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -191,8 +200,7 @@ def http_rows(
 ) -> list[Row]:
     server, url = start_server(archive, environment)
     try:
-        clients = Clients(url)
-        return [clients.row(tiles, count) for count in client_counts]
+        return Clients(url).rows(tiles, client_counts, rounds=3)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

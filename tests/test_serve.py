@@ -31,7 +31,7 @@ from components.cli import main as solarpipe
 from components.core import uri as uri_io
 from components.ml.scripted import load_scripted_model
 from components.s3server import EmbeddedS3, ensure_bucket, free_port
-from tests.detector_fixture import cached_export, panel_tile
+from tests.detector_fixture import cached_export, export_on_s3, panel_tile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 300
@@ -46,11 +46,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_on_s3(s3_server: EmbeddedS3, exported: Path) -> str:
-    """The export folder uploaded to the embedded S3 server; its prefix."""
-    ensure_bucket(BUCKET)
-    uri_io.upload_tree(exported, f"s3://{BUCKET}/runs/run-1/export")
-    return f"s3://{BUCKET}/runs/run-1/export"
+def model_on_s3(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return export_on_s3(tmp_path_factory.getbasetemp(), BUCKET, "runs/run-1/export")
 
 
 def wait_until_ready(url: str, server: subprocess.Popen, log_path: Path) -> None:

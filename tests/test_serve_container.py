@@ -9,6 +9,7 @@ Marked ``docker``: it needs a running engine; the image is built (BuildKit) when
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -27,7 +28,7 @@ from components.images.engine import buildkit_cli
 from components.images.names import SOURCE_TREE, default_tag
 from components.ml.scripted import load_scripted_model
 from components.s3server import EmbeddedS3, ensure_bucket, free_port
-from tests.detector_fixture import cached_export, panel_tile
+from tests.detector_fixture import cached_export, export_on_s3, panel_tile
 from tests.docker_support import engine_or_skip, skip_or_fail
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -90,10 +91,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_on_s3(s3_server: EmbeddedS3, exported: Path) -> str:
-    ensure_bucket(BUCKET)
-    uri_io.upload_tree(exported, f"s3://{BUCKET}/runs/run-7/export")
-    return f"s3://{BUCKET}/runs/run-7/export"
+def model_on_s3(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return export_on_s3(tmp_path_factory.getbasetemp(), BUCKET, "runs/run-7/export")
 
 
 def start(engine: Any, image: str, model_uri: str, port: int) -> Any:
@@ -160,9 +159,9 @@ def test_container_serves_the_model_from_s3_and_stops_on_sigterm(
         assert response.status_code == 200, response.text
         (answer,) = response.json()
         with torch.inference_mode():
-            expected = load_scripted_model(str(exported / "model.pt"))(
-                [torch.from_numpy(pixels)]
-            )[0]
+            expected = load_scripted_model(str(exported / "model.pt"))([torch.from_numpy(pixels)])[
+                0
+            ]
         assert len(answer["boxes"]) == len(expected["boxes"]) > 0
         torch.testing.assert_close(
             torch.tensor(answer["boxes"]), expected["boxes"], atol=1e-3, rtol=0
@@ -178,10 +177,8 @@ def test_container_serves_the_model_from_s3_and_stops_on_sigterm(
 def remove_if_left(engine: Any, container: Any) -> None:
     import docker
 
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         engine.containers.get(container.id).remove(force=True)
-    except docker.errors.NotFound:
-        pass
 
 
 def test_container_without_a_model_at_the_uri_exits_1_with_one_line(
