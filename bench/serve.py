@@ -216,6 +216,8 @@ def print_rows(rows: list[Row], reference: Callable[[Row], str]) -> None:
 
 
 def main() -> None:
+    # a SIGTERM (timeout, Ctrl-C of a parent) unwinds, so the server started below is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

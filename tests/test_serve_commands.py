@@ -31,13 +31,17 @@ BARE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
+# The pasted lines run verbatim; the server line runs in the background as its own process
+# group (set -m), so that stopping it reaches every process it started.
 SCRIPT = """
+set -m
 ip link set lo up 2>/dev/null
 {setup}
 {{
 {serve}
 }} > serve.log 2>&1 &
 server=$!
+trap 'kill -KILL -- -$server 2> /dev/null' EXIT
 for attempt in $(seq 600); do
   curl -sf {base}/readyz > /dev/null && break
   kill -0 $server 2> /dev/null || {{ echo "the server exited:" >&2; cat serve.log >&2; exit 3; }}
@@ -47,8 +51,8 @@ done
 {ask}
 }} > answer.json
 status=$?
-kill -TERM $server
-wait $server
+kill -TERM -- -$server
+for attempt in $(seq 120); do kill -0 -- -$server 2> /dev/null || break; sleep 0.5; done
 exit $status
 """
 
