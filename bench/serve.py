@@ -2,17 +2,18 @@
 the TorchScript model in-process, on the same tiles.
 
 In one run, on the same model (``--checkpoint``, or a randomly initialised ``--arch``: speed does
-not depend on the weights) and the same PNG tiles cut from a synthetic town scene:
+not depend on the weights) and the same ``--requests`` PNG tiles cut from a synthetic town scene:
   in-process, no HTTP (decode the PNG, run ``model.pt``):
-    (a) one tile per call: the naive bound for one client,
+    (a) one tile per call: the naive way,
     (b) ``--max-batch`` tiles per call: the bound for batched serving;
-  over HTTP to ``solarpipe serve`` (the serving image's code path; adaptive batching):
-    (c) 1, 8 and 32 concurrent clients (``--clients``), one tile per request,
-        ``--requests`` requests per row; every answer must be 200.
-Ratios: each row's throughput over one client's (the gain of serving concurrently), and over
-the in-process bound (what HTTP, decoding and batching cost).
+  over HTTP to ``solarpipe serve`` (the serving image's code path; adaptive batching), one tile
+  per request, every answer must be 200:
+    (c) 1, 8 and 32 concurrent clients (``--clients``).
+The configurations take turns (``--rounds``), so a change in machine load hits them alike.
+Ratios: each row's throughput over one HTTP client's (the gain of serving concurrently), and
+over the in-process bound (what HTTP, decoding and batching cost).
 Usage: nice python bench/serve.py [--checkpoint C | --arch A --size 256] [--requests 96]
-    [--clients 1,8,32] [--workers 1] [--max-batch 8]
+    [--clients 1,8,32] [--workers 1] [--max-batch 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -100,30 +101,24 @@ def decoded(tile: bytes) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(io.BytesIO(tile)).convert("RGB")))
 
 
-def in_process_rows(model: torch.jit.ScriptModule, tiles: list[bytes], batch: int) -> list[Row]:
-    """(a) one tile per call and (b) ``batch`` tiles per call, PNG decoding included."""
-    rows = []
-    for size, name in ((1, "in-process, 1 tile per call"), (batch, f"in-process, batch {batch}")):
+# One measured call: (HTTP status, seconds, images it carried).
+Call = tuple[int, float, int]
+
+
+def in_process(model: torch.jit.ScriptModule, batch: int) -> Callable[[list[bytes]], list[Call]]:
+    """``batch`` tiles per call to the model in this process, PNG decoding included."""
+
+    def run(tiles: list[bytes]) -> list[Call]:
+        calls = []
         with torch.inference_mode():
-            model([decoded(tile) for tile in tiles[:size]])  # warm-up (TorchScript profiles)
-            model([decoded(tile) for tile in tiles[:size]])
-            latencies = []
-            started = time.perf_counter()
-            for first in range(0, len(tiles) - size + 1, size):
-                call_started = time.perf_counter()
-                model([decoded(tile) for tile in tiles[first : first + size]])
-                latencies.append(time.perf_counter() - call_started)
-            elapsed = time.perf_counter() - started
-        images = len(latencies) * size
-        rows.append(
-            Row(
-                name,
-                images / elapsed,
-                percentile(latencies, 0.5) * 1000,
-                percentile(latencies, 0.95) * 1000,
-            )
-        )
-    return rows
+            for first in range(0, len(tiles), batch):
+                group = tiles[first : first + batch]
+                started = time.perf_counter()
+                model([decoded(tile) for tile in group])
+                calls.append((200, time.perf_counter() - started, len(group)))
+        return calls
+
+    return run
 
 
 def start_server(archive: Path, environment: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -167,52 +162,41 @@ class Clients:
         )
         return response.status_code, time.perf_counter() - started
 
-    def rows(self, tiles: list[bytes], client_counts: list[int], rounds: int) -> list[Row]:
-        """Each client count sends every ``rounds``-th tile in turn, ``rounds`` times over, so
-        a change in machine load hits every row alike."""
-        self.run(tiles[: max(client_counts) * 2], max(client_counts))  # warm-up
-        elapsed = dict.fromkeys(client_counts, 0.0)
-        results: dict[int, list[tuple[int, float]]] = {count: [] for count in client_counts}
-        for round_index in range(rounds):
-            chunk = tiles[round_index::rounds]
-            for count in client_counts:
-                started = time.perf_counter()
-                results[count] += self.run(chunk, count)
-                elapsed[count] += time.perf_counter() - started
-        return [
-            Row(
-                f"HTTP, {count} concurrent client{'s' if count > 1 else ''}",
-                len(results[count]) / elapsed[count],
-                percentile([seconds for _, seconds in results[count]], 0.5) * 1000,
-                percentile([seconds for _, seconds in results[count]], 0.95) * 1000,
-                sum(status != 200 for status, _ in results[count]),
-            )
-            for count in client_counts
-        ]
+    def concurrent(self, clients: int) -> Callable[[list[bytes]], list[Call]]:
+        """One tile per request, ``clients`` requests in flight at once."""
 
-    def run(self, tiles: list[bytes], clients: int) -> list[tuple[int, float]]:
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            return list(pool.map(self.post, tiles))
+        def run(tiles: list[bytes]) -> list[Call]:
+            with ThreadPoolExecutor(max_workers=clients) as pool:
+                return [(status, seconds, 1) for status, seconds in pool.map(self.post, tiles)]
+
+        return run
 
 
-def http_rows(
-    archive: Path, tiles: list[bytes], client_counts: list[int], environment: dict[str, str]
+def measure(
+    configurations: dict[str, Callable[[list[bytes]], list[Call]]], tiles: list[bytes], rounds: int
 ) -> list[Row]:
-    server, url = start_server(archive, environment)
-    try:
-        return Clients(url).rows(tiles, client_counts, rounds=3)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-
-
-def print_rows(rows: list[Row], reference: Callable[[Row], str]) -> None:
-    print(f"  {'':<32} {'images/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'non-200':>8}  ratios")
-    for row in rows:
-        print(
-            f"  {row.name:<32} {row.images_per_s:>9.1f} {row.p50_ms:>8.0f} {row.p95_ms:>8.0f} "
-            f"{row.failed:>8}  {reference(row)}"
+    """Every configuration sends every ``rounds``-th tile in turn, ``rounds`` times over, so a
+    change in machine load hits every row alike; after one warm-up call each."""
+    for run in configurations.values():
+        run(tiles[:32])
+    elapsed = dict.fromkeys(configurations, 0.0)
+    calls: dict[str, list[Call]] = {name: [] for name in configurations}
+    for round_index in range(rounds):
+        chunk = tiles[round_index::rounds]
+        for name, run in configurations.items():
+            started = time.perf_counter()
+            calls[name] += run(chunk)
+            elapsed[name] += time.perf_counter() - started
+    return [
+        Row(
+            name,
+            sum(images for _, _, images in calls[name]) / elapsed[name],
+            percentile([seconds for _, seconds, _ in calls[name]], 0.5) * 1000,
+            percentile([seconds for _, seconds, _ in calls[name]], 0.95) * 1000,
+            sum(status != 200 for status, _, _ in calls[name]),
         )
+        for name in configurations
+    ]
 
 
 def main() -> None:
@@ -224,10 +208,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="", help="a train-stage model.ckpt (optional)")
     parser.add_argument("--arch", default="ssdlite320_mobilenet_v3_large")
     parser.add_argument("--size", type=int, default=256, help="tile size and model input size")
-    parser.add_argument("--requests", type=int, default=96, help="requests per HTTP row")
-    parser.add_argument("--clients", default="1,8,32", help="concurrent clients per HTTP row")
+    parser.add_argument("--requests", type=int, default=96, help="tiles each configuration sends")
+    parser.add_argument("--clients", default="1,8,32", help="concurrent clients of the HTTP rows")
     parser.add_argument("--workers", type=int, default=1, help="SOLARPIPE_SERVE_WORKERS")
     parser.add_argument("--max-batch", type=int, default=8, help="SOLARPIPE_SERVE_MAX_BATCH")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each configuration takes")
     parser.add_argument("--threshold", type=float, default=0.3)
     args = parser.parse_args()
     client_counts = [int(count) for count in args.clients.split(",")]
@@ -248,19 +233,36 @@ def main() -> None:
         model = load_scripted_model(str(Path(tmp) / MODEL_FILE))
         print(
             f"model: {arch} at {image_size} px; server: {args.workers} worker(s), "
-            f"max batch {args.max_batch}"
+            f"max batch {args.max_batch}; {args.rounds} rounds, configurations taking turns"
         )
-        bound = in_process_rows(model, tiles, args.max_batch)
-        rows = http_rows(archive, tiles, client_counts, environment)
-    one_client = rows[0].images_per_s
-    print_rows(bound, lambda row: "")
-    print_rows(
-        rows,
-        lambda row: (
-            f"{row.images_per_s / one_client:.2f}x one client, "
-            f"{row.images_per_s / bound[1].images_per_s:.2f} of the batched bound"
-        ),
-    )
+        server, url = start_server(archive, environment)
+        try:
+            clients = Clients(url)
+            configurations = {
+                "in-process, 1 tile per call": in_process(model, 1),
+                f"in-process, {args.max_batch} tiles per call": in_process(model, args.max_batch),
+            }
+            for count in client_counts:
+                name = f"HTTP, {count} concurrent client{'s' if count > 1 else ''}"
+                configurations[name] = clients.concurrent(count)
+            rows = measure(configurations, tiles, args.rounds)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    print_rows(rows)
+
+
+def print_rows(rows: list[Row]) -> None:
+    """Each row against one HTTP client (the gain of concurrency) and the batched bound."""
+    one_client, bound = rows[2], rows[1]
+    print(f"  {'':<32} {'images/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'non-200':>8}  ratios")
+    for row in rows:
+        print(
+            f"  {row.name:<32} {row.images_per_s:>9.1f} {row.p50_ms:>8.0f} {row.p95_ms:>8.0f} "
+            f"{row.failed:>8}  {row.images_per_s / one_client.images_per_s:.2f}x one HTTP "
+            f"client, {row.images_per_s / bound.images_per_s:.2f} of the batched bound"
+        )
+    print("latency is per call: a batch in-process, one request over HTTP")
 
 
 if __name__ == "__main__":
