@@ -48,6 +48,7 @@ class FakeKubernetes:
     deadline_after: int | None = None  # reads until ProgressDeadlineExceeded; None: never
     forbidden_verbs: set[str] = field(default_factory=set)
     conflicts: int = 0  # PATCHes to answer 409 before accepting one
+    unavailable_reads: int = 0  # GETs after the first PATCH to answer 503 (an API hiccup)
     requests: list[Recorded] = field(default_factory=list)
     served_templates: list[dict[str, Any]] = field(default_factory=list)
     reads_since_change: int = 0
@@ -198,6 +199,9 @@ def _handler(state: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
                 if request.headers.get("content-type") != "application/strategic-merge-patch+json":
                     return 415, status_object(415, "UnsupportedMediaType", "patch type")
                 return state.apply_patch(request.body)
+            if state.unavailable_reads > 0 and state.calls("PATCH"):
+                state.unavailable_reads -= 1
+                return 503, status_object(503, "ServiceUnavailable", "etcd is busy")
             request.status = state.observe()
             return 200, copy.deepcopy(state.deployment)
 

@@ -223,6 +223,16 @@ def test_concurrent_change_is_read_again_and_patched(kube) -> None:
     assert template_env(kube)["SOLARPIPE_MODEL_URI"] == NEW_MODEL
 
 
+def test_api_hiccups_while_waiting_are_read_through(kube) -> None:
+    kube.unavailable_reads = 2
+
+    assert deploy() == 0
+
+    reads = kube.calls("GET")
+    assert sum(request.status is None for request in reads) == 2  # the two 503s
+    assert template_env(kube)["SOLARPIPE_MODEL_URI"] == NEW_MODEL
+
+
 def test_missing_deployment_says_how_to_create_it(kube, capsys) -> None:
     assert deploy("--deployment", "nope") == 1
     assert error_line(capsys.readouterr().err) == (

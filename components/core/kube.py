@@ -81,6 +81,17 @@ def is_connection_error(exc: Exception) -> bool:
     return type(exc).__module__.startswith("urllib3")  # refused, DNS, TLS, read timeout
 
 
+def api_status(error: SolarpipeError) -> int | None:
+    """The HTTP status behind an error from :func:`call_api` (None: no answer at all)."""
+    return getattr(error.__cause__, "status", None)
+
+
+def is_transient(error: SolarpipeError) -> bool:
+    """No answer, or a 5xx/429: worth asking again."""
+    status = api_status(error)
+    return status is None or status == 429 or status >= 500
+
+
 def call_api(
     what: str, function: Callable[..., T], *args: Any, needs: str = "", **kwargs: Any
 ) -> T:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.core.errors import NotFoundError, SolarpipeError, UsageError
-from components.core.kube import call_api, load_configuration
+from components.core.kube import api_status, call_api, is_transient, load_configuration
 from components.core.logs import get_logger
 from components.deploy.rollout import (
     RolloutState,
@@ -88,8 +88,6 @@ def patch_model(deployments: Deployments, request: DeployRequest) -> tuple[Serve
     The patch carries the resourceVersion it was computed from, so a concurrent change (another
     deploy, an autoscaler) makes it fail with 409 instead of being overwritten; it is retried.
     """
-    from kubernetes.client.exceptions import ApiException
-
     target = ServedModel(
         request.model_uri,
         request.run_id,
@@ -105,7 +103,7 @@ def patch_model(deployments: Deployments, request: DeployRequest) -> tuple[Serve
         try:
             patched = deployments.patch(body)
         except SolarpipeError as exc:
-            if not isinstance(exc.__cause__, ApiException) or exc.__cause__.status != 409:
+            if api_status(exc) != 409:
                 raise
             log.info(
                 "%s changed meanwhile (attempt %d): reading it again", deployments.what, attempt + 1
@@ -122,7 +120,14 @@ def wait_for_rollout(
     deadline = time.monotonic() + request.timeout_s
     last_message = ""
     while True:
-        state = rollout_state(deployments.read(), generation)
+        try:
+            state = rollout_state(deployments.read(), generation)
+        except SolarpipeError as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning("%s (reading it again)", exc)
+            time.sleep(request.poll_s)
+            continue
         if state.done or state.failed:
             return state
         if state.message != last_message:

@@ -7,7 +7,7 @@ import os
 from urllib.parse import urlparse
 
 from components.core.errors import SolarpipeError, UsageError
-from components.core.kube import call_api, load_configuration
+from components.core.kube import api_status, call_api, load_configuration
 
 # Secret keys, each the name of the environment variable it becomes in the pods. The first two
 # must exist; AWS S3 itself needs no endpoint, and the region has a default.
@@ -45,7 +45,6 @@ def s3_secret_data(endpoint: str | None) -> dict[str, str]:
 def ensure_s3_secret(namespace: str, name: str, endpoint: str | None) -> str:
     """Create the Secret, or replace it when it exists; returns one line saying which (no values)."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     data = s3_secret_data(endpoint)
     load_configuration("--ensure-secret")
@@ -60,7 +59,7 @@ def ensure_s3_secret(namespace: str, name: str, endpoint: str | None) -> str:
         call_api(where, core.create_namespaced_secret, namespace, body)
         action = "created"
     except SolarpipeError as exc:
-        if not isinstance(exc.__cause__, ApiException) or exc.__cause__.status != 409:
+        if api_status(exc) != 409:
             raise
         call_api(where, core.replace_namespaced_secret, name, namespace, body)
         action = "updated"
