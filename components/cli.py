@@ -35,6 +35,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "images": ("components.images.commands", "build the stage container images"),
     "run-stage": ("components.images.run_stage", "run one stage's container locally"),
     "kfp": ("components.commands.kfp", "Kubeflow pipeline: compile, submit, run-local"),
+    "serve": ("components.serving.commands", "serve an exported model over HTTP (BentoML)"),
+    "deploy": (
+        "components.deploy.commands",
+        "roll the serving Deployment to a new model and wait until it is ready",
+    ),
 }
 
 

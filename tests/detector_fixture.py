@@ -91,3 +91,15 @@ def cached_export(session_dir: Path) -> Path:
         status = export_main(["--checkpoint", str(checkpoint), "--out", str(out)])
         assert status == 0, "export of the fixture detector failed"
     return out
+
+
+def export_on_s3(session_dir: Path, bucket: str, prefix: str) -> str:
+    """The session's export folder uploaded to ``s3://<bucket>/<prefix>`` on the embedded S3
+    server (which must be running); its URI."""
+    from components.core import uri as uri_io
+    from components.s3server import ensure_bucket
+
+    ensure_bucket(bucket)
+    model_uri = f"s3://{bucket}/{prefix}"
+    uri_io.upload_tree(cached_export(session_dir), model_uri)
+    return model_uri

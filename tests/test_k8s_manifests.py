@@ -23,7 +23,7 @@ from components.core.params import load_params
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-KUSTOMIZATIONS = ["base", "stage-job", "overlays/gpu", "secret"]
+KUSTOMIZATIONS = ["base", "stage-job", "overlays/gpu", "secret", "serving", "overlays/serving-gpu"]
 PROFILE_OVERLAY = "overlays/kubeflow-profile"
 KUBEFLOW = load_params(REPO / "params.yaml").kubeflow
 
@@ -199,4 +199,100 @@ def test_gpu_overlay_matches_the_pipeline_gpu_params(rendered) -> None:
     shm = next(volume for volume in spec["volumes"] if volume["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": gpu.shm_size}
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def serving_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = pod_spec(docs, "Deployment", "solarpipe-serve")["containers"]
+    return container
+
+
+def test_serving_pods_run_locked_down_like_the_stage_pods(rendered) -> None:
+    docs = rendered["serving"]
+    spec = pod_spec(docs, "Deployment", "solarpipe-serve")
+    container = serving_container(docs)
+    assert container["image"] == f"solarpipe-serve:{version('solarpipe')}"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == KUBEFLOW.run_as_user
+    assert spec["securityContext"]["runAsGroup"] == KUBEFLOW.run_as_group
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    tmp = next(volume for volume in spec["volumes"] if volume["name"] == "tmp")
+    assert "emptyDir" in tmp
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert spec["automountServiceAccountToken"] is False
+    assert container["envFrom"] == [{"secretRef": {"name": KUBEFLOW.s3_secret}}]
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+
+
+def test_serving_probes_use_bentomls_endpoints_and_rollouts_keep_old_pods(rendered) -> None:
+    deployment = find(rendered["serving"], "Deployment", "solarpipe-serve")
+    container = serving_container(rendered["serving"])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert {"name": "http", "containerPort": 3000} in container["ports"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+    # the deploy step owns the model URI: an apply must not reset it
+    assert "SOLARPIPE_MODEL_URI" not in {item["name"] for item in container["env"]}
+
+
+def test_service_autoscaler_and_budget_select_the_serving_pods(rendered) -> None:
+    docs = rendered["serving"]
+    pod_labels = find(docs, "Deployment", "solarpipe-serve")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    service = find(docs, "Service", "solarpipe-serve")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    budget = find(docs, "PodDisruptionBudget", "solarpipe-serve")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    autoscaler = find(docs, "HorizontalPodAutoscaler", "solarpipe-serve")
+    assert autoscaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "solarpipe-serve",
+    }
+    (metric,) = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+
+def test_deploy_step_may_get_and_patch_only_the_serving_deployment(rendered) -> None:
+    from components.deploy.commands import DEFAULT_DEPLOYMENT
+
+    docs = rendered["serving"]
+    binding = find(docs, "RoleBinding", "solarpipe-deploy")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": KUBEFLOW.service_account,
+            "namespace": KUBEFLOW.namespace,
+        }
+    ]
+    (rule,) = find(docs, "Role", binding["roleRef"]["name"])["rules"]
+    assert rule == {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "resourceNames": [DEFAULT_DEPLOYMENT],
+        "verbs": ["get", "patch"],
+    }
+
+
+def test_serving_gpu_overlay_matches_the_pipeline_gpu_params(rendered) -> None:
+    gpu = KUBEFLOW.gpu
+    docs = rendered["overlays/serving-gpu"]
+    spec = pod_spec(docs, "Deployment", "solarpipe-serve")
+    container = serving_container(docs)
+    assert spec["nodeSelector"] == gpu.node_selector
+    wanted = [
+        {k: v for k, v in toleration.model_dump().items() if v} for toleration in gpu.tolerations
+    ]
+    assert spec["tolerations"] == wanted
+    assert container["resources"]["limits"][gpu.accelerator_type] == str(gpu.accelerator_limit)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # the base, patched
     assert spec["securityContext"]["runAsNonRoot"] is True

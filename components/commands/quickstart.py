@@ -25,6 +25,7 @@ from components.commands.embedded import (
     run_command,
     stage_environment,
 )
+from components.commands.serve_hint import save_sample_tile, serve_commands
 from components.core import uri as uri_io
 from components.core.errors import SolarpipeError, UsageError
 from components.core.logs import get_logger
@@ -102,6 +103,7 @@ def run_quickstart(args: argparse.Namespace) -> None:
     with single_instance(project), configured_or_embedded_s3(args.port, "quickstart"):
         env = stage_environment()
         run_pipeline(project, params, args, env)
+        save_sample_tile(project)
     print_results(project, params, time.monotonic() - started)
 
 
@@ -167,12 +169,9 @@ def print_results(project: Path, params: Params, elapsed_s: float) -> None:
     print("\nsolarpipe quickstart results")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-    archive = "bentomodel" if params.export.archive == "bentomodel" else "tar.gz"
-    print("\nserve the model:")
-    print("  export BENTOML_HOME=$PWD/out/bentoml BENTOML_DO_NOT_TRACK=true")
-    print(f"  bentoml models import out/export/{params.export.name}.{archive}")
-    print("  bentoml serve components.serving.service:SolarPanelDetector --port 3000")
-    print("  curl -F images=@tile.png http://127.0.0.1:3000/detect")
+    print("\nserve the model (Ctrl-C stops it), then ask it from another shell:")
+    for command in serve_commands(project):
+        print(f"  {command}")
     print("see `dvc metrics show`, `dvc plots show`, and out/preview/index.html")
     print(
         "dvc.lock records this run: commit it in your own project (`git add dvc.lock`); "

@@ -1,7 +1,7 @@
 """Script the trained detector to TorchScript, check it against the eager model, package it.
 
 Writes <out>/model.pt (TorchScript with resize and box rescaling inside), <out>/<name>.tar.gz
-(a BentoML model: `bentoml models import <out>/<name>.tar.gz`; export.archive=bentomodel
+(a BentoML model, served by `solarpipe serve --model <out>`; export.archive=bentomodel
 writes BentoML's xz <name>.bentomodel instead, ~25x slower for ~2% less) and <out>/export.json.
 
 Example: python -m components.export --checkpoint s3://bucket/train/model.ckpt --out out/export
