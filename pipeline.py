@@ -12,7 +12,8 @@
   gallery, preprocess's summary, train's curve, evaluate's overlays) are HTML and Markdown
   artifacts in the KFP UI; evaluate's figures are the run's Metrics, the export its Model.
 * train is retried and resumes from its last checkpoint (a preempted GPU node loses minutes, not
-  the run). detect runs only when evaluate's mAP@0.5 reaches ``kubeflow.min_map50``.
+  the run). detect, and the deploy step that rolls the serving Deployment to the new model, run
+  only when evaluate's mAP@0.5 reaches ``kubeflow.min_map50``.
 
 The ``kubeflow:`` params section shapes the tasks (images, resources, GPU pool, retries, caching);
 the stage declaration (components/core/stages.py) gives each stage its options and image.
@@ -39,6 +40,7 @@ from components.kubeflow.tasks import (
     PARAMS_TASK_RESOURCES,
     configure_stage_task,
     configure_task,
+    deploy_component,
     params_component,
     parse_backend,
     stage_component,
@@ -90,6 +92,7 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
     components["train"] = stage_component(BY_NAME["train"], image["train"], ["--resume"])
     in_pipeline_image = {"base_image": image[PIPELINE_IMAGE], "install_kfp_package": False}
     gate = dsl.component(quality_gate, **in_pipeline_image)
+    roll_out = deploy_component(image[PIPELINE_IMAGE], kubeflow.deploy)
     model_card = dsl.component(exported_model, **in_pipeline_image)
     # KFP's parameter defaults cannot hold null: those keys keep the value compiled in.
     default = params.model_dump(mode="json", exclude_none=True)
@@ -161,6 +164,18 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
         result(model_card(export=model, evaluation=evaluation))
         with dsl.If(scored.outputs["Output"] >= kubeflow.min_map50, name="good-enough"):
             stage("detect", raster=run.outputs["raster"], model=model)
+            if kubeflow.deploy.enabled:
+                # Side effects and no retry: a deploy that fails rolls back and says why.
+                configure_task(
+                    roll_out(model=model),
+                    kubeflow,
+                    PARAMS_TASK_RESOURCES,
+                    cached=False,
+                    retried=False,
+                    gpu=False,
+                    backend=backend,
+                    s3=False,
+                )
 
     return solarpipe
 
@@ -267,9 +282,11 @@ def run_local(params: Params, arguments: dict[str, Any]) -> dict[str, str]:
     check_local_images(images_for(params.kubeflow))
     run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     environment[RUN_ID_VARIABLE] = run_id
-    # No retries here: a local failure is for the developer to see at once.
+    # No retries here: a local failure is for the developer to see at once; no deploy either
+    # (no Kubernetes cluster to roll out to).
     local_params = params.model_copy(deep=True)
     local_params.kubeflow.retry.max_retries = 0
+    local_params.kubeflow.deploy.enabled = False
     artifacts = LOCAL_ARTIFACTS / run_id
     # kfp.local cannot pass null inside a dict parameter; the params compiled in hold the --set
     # values already (nulls included), and a key left out of an argument keeps them.

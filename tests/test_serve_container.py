@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,49 +23,16 @@ import torch
 from PIL import Image
 
 from components.core import uri as uri_io
-from components.images.engine import buildkit_cli
-from components.images.names import SOURCE_TREE, default_tag
+from components.images.names import SERVE_IMAGE, image_name
 from components.ml.scripted import load_scripted_model
 from components.s3server import EmbeddedS3, ensure_bucket, free_port
 from tests.detector_fixture import cached_export, export_on_s3, panel_tile
-from tests.docker_support import engine_or_skip, skip_or_fail
+from tests.docker_support import engine_or_skip, images_or_skip
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
-SERVE_IMAGE = f"solarpipe-serve:{default_tag()}"
-BASE_IMAGE = os.environ.get("SOLARPIPE_BASE_IMAGE", "solarpipe-base:bookworm")
 BUCKET = "serve-container"
 STARTUP_TIMEOUT_S = 300
-
-
-def build_serve_image(engine: Any) -> None:
-    """``docker build --target serve`` with BuildKit, as docker/README.md spells it."""
-    import docker
-
-    try:
-        engine.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        skip_or_fail(f"{BASE_IMAGE} not built: bash docker/build-base.sh")
-    cli = buildkit_cli()
-    command = [
-        *cli.argv,
-        "--file", str(SOURCE_TREE / "docker" / "Dockerfile"),
-        "--target", "serve",
-        "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
-        "--network", "host",
-        "--tag", SERVE_IMAGE,
-    ]  # fmt: skip
-    ca_bundle = os.environ.get("SOLARPIPE_CA_BUNDLE")
-    if ca_bundle:
-        command += ["--secret", f"id=ca_bundle,src={ca_bundle}"]
-    done = subprocess.run(
-        [*command, str(SOURCE_TREE)],
-        env={**os.environ, **cli.environment},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +42,9 @@ def engine() -> Any:
 
 @pytest.fixture(scope="module")
 def serve_image(engine: Any) -> str:
-    import docker
-
-    try:
-        engine.images.get(SERVE_IMAGE)
-    except docker.errors.ImageNotFound:
-        build_serve_image(engine)
-    return SERVE_IMAGE
+    """The image `solarpipe images build` built (CI builds every image before the tests)."""
+    images_or_skip(engine, [SERVE_IMAGE])
+    return image_name(SERVE_IMAGE)
 
 
 @pytest.fixture(scope="module")

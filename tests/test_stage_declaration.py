@@ -13,7 +13,7 @@ import yaml
 
 from components.core.params import Params, load_params, stage_params
 from components.core.stages import STAGE_NAMES, STAGES, stage_edges
-from components.images.names import IMAGES, PIPELINE_IMAGE
+from components.images.names import IMAGES, PIPELINE_IMAGE, SERVE_IMAGE
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "components"
@@ -136,7 +136,7 @@ def test_each_image_has_its_pyproject_extra() -> None:
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    assert set(IMAGES) == {*STAGE_NAMES, PIPELINE_IMAGE}
+    assert set(IMAGES) == {*STAGE_NAMES, PIPELINE_IMAGE, SERVE_IMAGE}
     for image in IMAGES.values():
         assert image.extra in extras, f"pyproject.toml has no extra [{image.extra}]"
         if image.family == "light":

@@ -322,6 +322,16 @@ class RetryParams(Section):
     backoff_max_duration: str = Field("1800s", pattern=r"^[0-9]+s$", description="longest wait")
 
 
+class DeployParams(Section):
+    """The pipeline's last step: roll the serving Deployment (k8s/serving) to the new model."""
+
+    enabled: bool = Field(True, description="deploy a model that passes the quality gate")
+    deployment: str = Field(
+        "solarpipe-serve", min_length=1, description="serving Deployment in kubeflow.namespace"
+    )
+    timeout_s: float = Field(900, gt=0, description="give up waiting for the rollout after this")
+
+
 class KubeflowParams(Section):
     """How ``pipeline.py`` builds and submits the Kubeflow run (the stages never read it).
 
@@ -355,6 +365,7 @@ class KubeflowParams(Section):
     gpu: GpuParams = Field(default_factory=GpuParams)
     resources: StageResourcesParams = Field(default_factory=StageResourcesParams)  # type: ignore[valid-type]
     retry: RetryParams = Field(default_factory=RetryParams)
+    deploy: DeployParams = Field(default_factory=DeployParams)
 
 
 class Params(Section):

@@ -34,14 +34,24 @@ class ImageSpec:
     family: ImageFamily  # light: no torch; torch: on the shared torch layer
     extra: str  # the pyproject extra installed on top of the family
     entrypoint: str  # the module the image runs (python -m <entrypoint>)
+    # Beyond the stages: the options naming files it reads (run-stage mounts their folders) and
+    # whether it needs the host's network (a server whose port must be reachable)
+    reads: tuple[str, ...] = ()
+    host_network: bool = False
 
 
 PIPELINE_IMAGE = "pipeline"
+SERVE_IMAGE = "serve"
 IMAGES: dict[str, ImageSpec] = {
     **{
         stage.name: ImageSpec(stage.name, stage.image, stage.name, stage.module) for stage in STAGES
     },
+    # the pipeline's own small tasks: the run's params, the quality gate, the model card, deploy
     PIPELINE_IMAGE: ImageSpec(PIPELINE_IMAGE, "light", "pipeline", "components.cli"),
+    # the BentoML server of the exported model (k8s/serving runs it)
+    SERVE_IMAGE: ImageSpec(
+        SERVE_IMAGE, "torch", "serve", "components.serving", reads=("model",), host_network=True
+    ),
 }
 
 SOURCE_TREE = Path(__file__).resolve().parents[2]

@@ -24,7 +24,10 @@ from components.core.logs import get_logger
 from components.core.stages import STAGE_NAMES, stage
 from components.core.uri import is_s3
 from components.images.engine import docker_client
-from components.images.names import image_name
+from components.images.names import IMAGES, SERVE_IMAGE, image_name
+
+# What run-stage runs: every stage, and the model server.
+RUNNABLE = (*STAGE_NAMES, SERVE_IMAGE)
 
 log = get_logger("components.images")
 
@@ -61,7 +64,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "solarpipe run-stage [-h] STAGE [--image I] [--network N] -- [STAGE ARGS ...]"
     parser.add_argument(
-        "stage", metavar="STAGE", choices=STAGE_NAMES, help=f"one of {', '.join(STAGE_NAMES)}"
+        "stage", metavar="STAGE", choices=RUNNABLE, help=f"one of {', '.join(RUNNABLE)}"
     )
     add_run_options(parser)
     parser.add_argument(
@@ -121,12 +124,13 @@ def stream_output(chunks: Iterable[tuple[bytes | None, bytes | None]]) -> None:
         target.flush()
 
 
-def option_values(stage_args: Sequence[str], name: str) -> list[str]:
-    """The values given to ``--name`` in the stage's arguments (``--name V`` or ``--name=V``)."""
+def option_values(stage_args: Sequence[str], name: str, position: int = 1) -> list[str]:
+    """The values given to ``--name`` in the stage's arguments (``--name V`` or ``--name=V``;
+    ``position`` 2: the second of two, as in ``--report NAME PATH``)."""
     values = []
     for index, argument in enumerate(stage_args):
-        if argument == f"--{name}" and index + 1 < len(stage_args):
-            values.append(stage_args[index + 1])
+        if argument == f"--{name}" and index + position < len(stage_args):
+            values.append(stage_args[index + position])
         elif argument.startswith(f"--{name}="):
             values.append(argument.split("=", 1)[1])
     return values
@@ -140,13 +144,14 @@ def local_mounts(stage_name: str, stage_args: Sequence[str], workdir: Path) -> d
     renames) and is created when missing, as the stage itself would. A folder that is both is
     read-write. The working folder is always mounted read-write.
     """
-    declared = stage(stage_name)
-    wanted: list[tuple[str, str]] = [(value, "ro") for value in option_values(stage_args, "params")]
-    for option in declared.inputs:
-        wanted += [(value, "ro") for value in option_values(stage_args, option.name)]
-    for option in (*declared.outputs, "uri-file"):
-        name = option if isinstance(option, str) else option.name
-        wanted += [(value, "rw") for value in option_values(stage_args, name)]
+    reads, writes = ["params", *IMAGES[stage_name].reads], ["uri-file"]
+    if stage_name in STAGE_NAMES:
+        declared = stage(stage_name)
+        reads += [option.name for option in declared.inputs]
+        writes += [option.name for option in declared.outputs]
+    wanted = [(value, "ro") for name in reads for value in option_values(stage_args, name)]
+    wanted += [(value, "rw") for name in writes for value in option_values(stage_args, name)]
+    wanted += [(value, "rw") for value in option_values(stage_args, "report", position=2)]
     mounts = {str(workdir): "rw"}
     for value, mode in wanted:
         if is_s3(value) or not value:
@@ -213,7 +218,7 @@ def run_container(
 
 
 def build_hint(image: str) -> str:
-    for name in STAGE_NAMES:
+    for name in RUNNABLE:
         if image == image_name(name):
             return f"build it with `solarpipe images build --stage {name}`"
     return "build it with `solarpipe images build` (and --tag/--registry) or `docker pull` it"
@@ -223,7 +228,8 @@ def run_stage_container(args: argparse.Namespace) -> None:
     stage_args = split_options(args)
     image = args.image or image_name(args.stage)
     network = args.network
-    if network is None and is_loopback_endpoint(os.environ.get("AWS_ENDPOINT_URL")):
+    loopback = is_loopback_endpoint(os.environ.get("AWS_ENDPOINT_URL"))
+    if network is None and (loopback or IMAGES[args.stage].host_network):
         network = "host"
     workdir = Path.cwd()
     mounts = local_mounts(args.stage, stage_args, workdir)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from components.core.errors import UsageError
-from components.core.params import KubeflowParams, ResourceParams
+from components.core.params import DeployParams, KubeflowParams, ResourceParams
 from components.core.stages import Stage
 from components.kubeflow.secret import OPTIONAL_S3_KEYS, REQUIRED_S3_KEYS
 
@@ -142,6 +142,27 @@ def params_component(
     )
 
 
+def deploy_component(image: str, deploy: DeployParams) -> Any:
+    """The deploy task: ``python -m components.deploy`` rolls the serving Deployment to the
+    exported model (in the task's namespace, as its service account: k8s/serving)."""
+    args = ["--model-uri", {"inputValue": "model"}, "--deployment", deploy.deployment]
+    args += ["--timeout", f"{deploy.timeout_s:g}"]
+    return component(
+        {
+            "name": "deploy",
+            "description": "roll the serving Deployment to the exported model",
+            "inputs": [{"name": "model", "type": "String", "description": "export's output"}],
+            "implementation": {
+                "container": {
+                    "image": image,
+                    "command": ["python", "-m", "components.deploy"],
+                    "args": args,
+                }
+            },
+        }
+    )
+
+
 def configure_task(
     task: Any,
     kubeflow: KubeflowParams,
@@ -151,6 +172,7 @@ def configure_task(
     retried: bool,
     gpu: bool,
     backend: tuple[int, int] = NEWEST_BACKEND,
+    s3: bool = True,
 ) -> None:
     """Per-task settings from the ``kubeflow:`` params section, as far as ``backend`` knows them."""
     from kfp import kubernetes
@@ -165,10 +187,13 @@ def configure_task(
             run_as_group=kubeflow.run_as_group,
             run_as_non_root=True,
         )
-    kubernetes.use_secret_as_env(task, kubeflow.s3_secret, {key: key for key in REQUIRED_S3_KEYS})
-    kubernetes.use_secret_as_env(
-        task, kubeflow.s3_secret, {key: key for key in OPTIONAL_S3_KEYS}, optional=True
-    )
+    if s3:
+        kubernetes.use_secret_as_env(
+            task, kubeflow.s3_secret, {key: key for key in REQUIRED_S3_KEYS}
+        )
+        kubernetes.use_secret_as_env(
+            task, kubeflow.s3_secret, {key: key for key in OPTIONAL_S3_KEYS}, optional=True
+        )
     kubernetes.use_field_path_as_env(task, RUN_ID_VARIABLE, RUN_ID_FIELD)
     kubernetes.set_image_pull_policy(task, kubeflow.image_pull_policy)
     if kubeflow.image_pull_secrets:
