@@ -33,7 +33,7 @@ SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
 PARAMS = load_params(REPO / "params.yaml")
 KUBEFLOW = PARAMS.kubeflow
 # Every container task: the params task, the stages, and the two that publish results.
-TASKS = ("params", *STAGE_NAMES, "quality-gate", "exported-model")
+TASKS = ("params", *STAGE_NAMES, "quality-gate", "exported-model", "deploy")
 CHANNEL = re.compile(r"^pipelinechannel--(.+)-([^-]+)$")
 SECTIONS = ("data", "prepare", "labelstudio", "preprocess", "preview", "train", "export", "evaluate", "detect")  # fmt: skip
 
@@ -166,7 +166,8 @@ def test_gpu_resources_node_pool_and_shared_memory_on_gpu_tasks_only(compiled) -
 def test_every_task_gets_s3_settings_from_the_secret_and_no_credential_is_in_the_yaml(
     compiled,
 ) -> None:
-    for stage in TASKS:
+    assert "secretAsEnv" not in compiled["platform"]["exec-deploy"], "deploy reads no S3"
+    for stage in (task for task in TASKS if task != "deploy"):
         from_secret = compiled["platform"][f"exec-{stage}"]["secretAsEnv"]
         assert {entry["secretName"] for entry in from_secret} == {KUBEFLOW.s3_secret}
         required = next(entry for entry in from_secret if not entry["optional"])
@@ -205,7 +206,8 @@ def test_caching_is_on_except_for_preprocess_and_the_params_task_and_off_by_para
     caching = {name: task["cachingOptions"] for name, task in tasks(compiled["spec"]).items()}
     assert caching.pop("preprocess") in ({}, {"enableCache": False})
     assert caching.pop("params") in ({}, {"enableCache": False}), "it writes each run's document"
-    assert sorted(caching) == sorted(set(TASKS) - {"preprocess", "params"})
+    assert caching.pop("deploy") in ({}, {"enableCache": False}), "it changes the cluster"
+    assert sorted(caching) == sorted(set(TASKS) - {"preprocess", "params", "deploy"})
     assert all(options == {"enableCache": True} for options in caching.values())
 
     out = tmp_path / "uncached.yaml"
@@ -420,7 +422,14 @@ def test_detect_runs_behind_the_quality_gate_on_evaluates_map(compiled) -> None:
         f"inputs.parameter_values['pipelinechannel--quality-gate-Output'] >= {KUBEFLOW.min_map50}"
     )
     inside = compiled["spec"]["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert sorted(inside) == ["detect"]
+    assert sorted(inside) == ["deploy", "detect"]
+    deploy = container(compiled["spec"], "deploy")
+    assert deploy["command"] == ["python", "-m", "components.deploy"]
+    assert deploy["args"][:2] == ["--model-uri", "{{$.inputs.parameters['model']}}"]
+    assert inside["deploy"]["inputs"]["parameters"]["model"]["componentInputParameter"] == (
+        "pipelinechannel--export-uri"
+    )
+    assert "retryPolicy" not in inside["deploy"], "a failed rollout is rolled back, not retried"
     gate = root["quality-gate"]["inputs"]["parameters"]
     assert gate["evaluation"]["taskOutputParameter"] == {
         "outputParameterKey": "uri",
@@ -484,3 +493,10 @@ def test_the_gpu_profile_is_compiled_in_and_an_unknown_one_is_exit_2(tmp_path) -
     done = compile_pipeline(tmp_path / "x.yaml", "--profile", "tpu")
     assert done.returncode == 2
     assert "--profile tpu: no such profile (profiles: gpu)" in done.stderr
+
+
+def test_deploy_can_be_left_out(tmp_path) -> None:
+    out = tmp_path / "no-deploy.yaml"
+    assert compile_pipeline(out, "--set", "kubeflow.deploy.enabled=false").returncode == 0
+    spec, _ = load_ir(out)
+    assert "deploy" not in tasks(spec) and "detect" in tasks(spec)
