@@ -51,6 +51,7 @@ class Manifest(BaseModel):
     overlap: int
     tiles_prefix: str
     tiles: list[TileRecord]
+    shard: str | None = None  # "I/N" in a shard's part; absent in a whole (or merged) manifest
 
     def by_uri(self) -> dict[str, TileRecord]:
         return {tile.uri: tile for tile in self.tiles}
@@ -68,4 +69,5 @@ def load_manifest(manifest_uri: str) -> Manifest:
 
 
 def save_manifest(manifest_uri: str, manifest: Manifest) -> None:
-    uri_io.write_json(manifest_uri, manifest.model_dump(mode="json"))
+    exclude = {"shard"} if manifest.shard is None else set()
+    uri_io.write_json(manifest_uri, manifest.model_dump(mode="json", exclude=exclude))

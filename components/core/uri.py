@@ -150,6 +150,24 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def etag(uri: str) -> str | None:
+    """The object's entity tag (MD5 of a single-part upload; of the content locally), or None
+    when it does not exist: one HEAD request, where listing a large prefix would take many."""
+    if is_s3(uri):
+        bucket, key = parse_s3_uri(uri)
+        try:
+            head = s3_client().head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise describe_s3_error(exc, uri) from exc
+        except BotoCoreError as exc:
+            raise describe_s3_error(exc, uri) from exc
+        return str(head.get("ETag", "")).strip('"')
+    path = Path(uri)
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def list_objects(prefix: str) -> Iterator[ObjectInfo]:
     """Every object under a prefix (S3: paginated; local: files below a folder), sorted by key.
 
