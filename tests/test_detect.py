@@ -14,10 +14,10 @@ from affine import Affine
 
 from components.core import uri as uri_io
 from components.detect.__main__ import main as detect_main
-from components.detect.geojson import box_ring
-from components.detect.merge import merge_at_seams
-from components.detect.windows import plan_grid
 from components.ml.scripted import load_scripted_model
+from components.raster.geojson import box_ring
+from components.raster.windows import plan_grid
+from components.shards.seams import merge_at_seams
 from tests.detector_fixture import IMAGE_SIZE, cached_export
 from tests.rasters import write_geotiff
 

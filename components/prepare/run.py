@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -90,9 +90,7 @@ def lists_existing(total_windows: int, shard_windows: int) -> bool:
     return math.ceil(total_windows / LIST_PAGE) <= shard_windows
 
 
-def previous_hashes(
-    tiles_prefix: str, keys: list[str], listing: bool
-) -> list[Previous]:
+def previous_hashes(tiles_prefix: str, keys: list[str], listing: bool) -> list[Previous]:
     """Each tile's MD5 already under the prefix ("" absent), or None: left to a HEAD."""
     if not listing:
         return [None] * len(keys)

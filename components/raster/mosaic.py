@@ -125,7 +125,9 @@ def same_value(expected: object, found: object) -> bool:
     return expected == found
 
 
-def grid_offset(file: RasterInfo, origin: tuple[float, float], first: RasterInfo) -> tuple[int, int]:
+def grid_offset(
+    file: RasterInfo, origin: tuple[float, float], first: RasterInfo
+) -> tuple[int, int]:
     """The file's top-left pixel in the mosaic grid; a file off the grid is an error."""
     col = (file.transform.c - origin[0]) / first.transform.a
     row = (file.transform.f - origin[1]) / first.transform.e
