@@ -13,7 +13,6 @@ Usage: python bench/prepare.py [--size 4096] [--tile-size 256]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -59,9 +58,15 @@ def bound(raster_uri: str, params: PrepareParams) -> float:
     workers = usable_cpus()
     chunks = [windows[start::workers] for start in range(workers)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(read_and_encode, [raster_uri] * workers, [w[:1] for w in chunks], [1] * workers))
+        list(
+            pool.map(
+                read_and_encode, [raster_uri] * workers, [w[:1] for w in chunks], [1] * workers
+            )
+        )
         started = time.perf_counter()
-        list(pool.map(read_and_encode, [raster_uri] * workers, chunks, [params.uint16_max] * workers))
+        list(
+            pool.map(read_and_encode, [raster_uri] * workers, chunks, [params.uint16_max] * workers)
+        )
         return len(windows) / (time.perf_counter() - started)
 
 

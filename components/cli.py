@@ -32,6 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "components.commands.annotations_listing",
         "write the keys and ETags of the annotation objects (DVC dependency)",
     ),
+    "mosaic": (
+        "components.commands.mosaic",
+        "write the VRT of a prefix of GeoTIFFs once (shards then open only their files)",
+    ),
     "shards": (
         "components.shards.cli",
         "join the parts of sharded prepare/detect runs: `merge-manifests`, `merge-detections`",

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.cli import main as solarpipe_main
 from components.core import uri as uri_io
 from components.prepare.__main__ import main as prepare_main
-from components.raster.mosaic import resolve_raster
 from tests.mosaics import cut_into_files, write_piece
 from tests.rasters import random_pixels, write_geotiff
 
@@ -59,12 +59,12 @@ def test_files_under_an_s3_prefix_and_a_vrt_tile_like_the_uncut_raster(
     for path in cut_into_files(tmp_path / "cut", pixels, col_cuts=[256, 500], row_cuts=[100]):
         uri_io.upload_file(path, f"s3://{bucket}/swissimage/{path.name}")
     uri_io.write_bytes(f"s3://{bucket}/swissimage/readme.txt", b"not a raster: ignored")
-    vrt = tmp_path / "mosaic.vrt"
-    vrt.write_text(resolve_raster(f"s3://{bucket}/swissimage/").dataset)
-    assert run_prepare(str(whole), str(tmp_path / "t1"), str(tmp_path / "whole.json")) == 0
     prefix = f"s3://{bucket}/swissimage/"
+    vrt = f"s3://{bucket}/run/mosaic.vrt"
+    assert solarpipe_main(["mosaic", "--raster", prefix, "--out", vrt]) == 0
+    assert run_prepare(str(whole), str(tmp_path / "t1"), str(tmp_path / "whole.json")) == 0
     assert run_prepare(prefix, f"s3://{bucket}/tiles", str(tmp_path / "s3.json")) == 0
-    assert run_prepare(str(vrt), str(tmp_path / "t3"), str(tmp_path / "vrt.json")) == 0
+    assert run_prepare(vrt, str(tmp_path / "t3"), str(tmp_path / "vrt.json")) == 0
     expected = tiles_by_position(tmp_path / "whole.json")
     assert tiles_by_position(tmp_path / "s3.json") == expected
     assert tiles_by_position(tmp_path / "vrt.json") == expected
@@ -76,9 +76,13 @@ def test_gaps_between_files_are_nodata_and_no_window_is_planned_there(
 ) -> None:
     write_piece(tmp_path / "cut/a.tif", pixels[:, :256, :256], 0, 0)
     write_piece(tmp_path / "cut/b.tif", pixels[:, 256:600, 512:700], 512, 256)
-    assert run_prepare(f"{tmp_path}/cut/", str(tmp_path / "t"), str(tmp_path / "m.json")) == 0
-    assert "prepare: 3 windows" in capsys.readouterr().out  # 9 windows, 6 touch no file
-    assert set(tiles_by_position(tmp_path / "m.json")) == {"0_0.png", "512_256.png", "512_512.png"}
+    vrt = str(tmp_path / "mosaic.vrt")
+    assert solarpipe_main(["mosaic", "--raster", f"{tmp_path}/cut/", "--out", vrt]) == 0
+    for raster in (f"{tmp_path}/cut/", vrt):
+        assert run_prepare(raster, str(tmp_path / "t"), str(tmp_path / "m.json")) == 0
+        assert "prepare: 3 windows" in capsys.readouterr().out  # 9 windows, 6 touch no file
+        tiles = set(tiles_by_position(tmp_path / "m.json"))
+        assert tiles == {"0_0.png", "512_256.png", "512_512.png"}
 
 
 def test_files_with_nodata_tile_like_the_uncut_raster_with_nodata(

@@ -6,6 +6,7 @@ stable for identical input (sorted keys, no timestamps) so DVC hashes content.
 
 from __future__ import annotations
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from components.core import uri as uri_io
@@ -59,8 +60,12 @@ class Manifest(BaseModel):
 
 def load_manifest(manifest_uri: str) -> Manifest:
     try:
-        return Manifest.model_validate(uri_io.read_json(manifest_uri))
+        return Manifest.model_validate_json(uri_io.read_bytes(manifest_uri))
     except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise SolarpipeError(
+                f"not valid JSON: {manifest_uri} ({exc.errors()[0]['msg']})"
+            ) from exc
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SolarpipeError(
@@ -68,6 +73,14 @@ def load_manifest(manifest_uri: str) -> Manifest:
         ) from exc
 
 
-def save_manifest(manifest_uri: str, manifest: Manifest) -> None:
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """Sorted keys, two-space indent, trailing newline. orjson, because the standard library's
+    encoder falls back to pure Python when it indents: 150 us per tile record, measured, which
+    is hours for a country's 63 million tiles."""
     exclude = {"shard"} if manifest.shard is None else set()
-    uri_io.write_json(manifest_uri, manifest.model_dump(mode="json", exclude=exclude))
+    document = manifest.model_dump(mode="json", exclude=exclude)
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def save_manifest(manifest_uri: str, manifest: Manifest) -> None:
+    uri_io.write_bytes(manifest_uri, manifest_bytes(manifest), content_type="application/json")

@@ -16,6 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from affine import Affine
@@ -58,12 +59,34 @@ def is_mosaic_prefix(raster_uri: str) -> bool:
 
 def resolve_raster(raster_uri: str) -> RasterSource:
     """One raster or ``.vrt`` as is; a prefix ending in ``/`` as the mosaic of its GeoTIFFs."""
+    if raster_uri.lower().endswith(".vrt"):
+        info = inspect_raster(raster_uri)
+        return RasterSource(info=info, footprints=vrt_footprints(uri_io.read_text(raster_uri)))
     if not is_mosaic_prefix(raster_uri):
         return RasterSource(info=inspect_raster(raster_uri), footprints=None)
     files = read_headers(list_geotiffs(raster_uri))
     document, footprints = mosaic_vrt(raster_uri, files)
     info = inspect_raster(raster_uri, gdal_source=document)
     return RasterSource(info=info, footprints=footprints)
+
+
+def vrt_footprints(document: str) -> tuple[Footprint, ...] | None:
+    """The destination rectangles of a VRT's first band's sources (None: none declared), so
+    that shards of a ``.vrt`` mosaic are balanced by the windows its files cover."""
+    try:
+        band = ElementTree.fromstring(document).find("VRTRasterBand")
+    except ElementTree.ParseError:
+        return None
+    rectangles = [] if band is None else band.findall("./*/DstRect")
+    if not rectangles:
+        return None
+    footprints = []
+    for rectangle in rectangles:
+        col, row, width, height = (
+            round(float(rectangle.get(name, "0"))) for name in ("xOff", "yOff", "xSize", "ySize")
+        )
+        footprints.append((col, row, col + width, row + height))
+    return tuple(footprints)
 
 
 def list_geotiffs(prefix: str) -> list[str]:
