@@ -50,7 +50,11 @@ def run_shards(raster: str, tiles: str, parts: str, count: int) -> float:
     command += ["--manifest", parts, "--set", "prepare.workers=1"]
     started = time.perf_counter()
     processes = [
-        subprocess.Popen([*command, "--shard", f"{index}/{count}"], stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [*command, "--shard", f"{index}/{count}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for index in range(count)
     ]
     if any(process.wait() for process in processes):
@@ -95,9 +99,9 @@ def synthetic_manifest_parts(folder: str, count: int, tiles: int) -> list[str]:
 
 
 def synthetic_detection_parts(folder: str, count: int, detections: int) -> None:
-    grid = plan_grid(40_000, 40_000, DETECT_WINDOW, DETECT_OVERLAP)
+    grid = plan_grid(200_000, 200_000, DETECT_WINDOW, DETECT_OVERLAP)
     rng = np.random.default_rng(0)
-    cells = np.sort(rng.choice(grid.shape[0] * grid.shape[1], detections, replace=False))
+    cells = np.sort(rng.choice(grid.shape[0] * grid.shape[1], detections, replace=True))
     rows, cols = np.divmod(cells, grid.shape[1])
     x = np.asarray(grid.column_offsets)[cols] + rng.uniform(20, 230, detections)
     y = np.asarray(grid.row_offsets)[rows] + rng.uniform(20, 230, detections)
@@ -106,8 +110,8 @@ def synthetic_detection_parts(folder: str, count: int, detections: int) -> None:
         "raster": "s3://b/mosaic/",
         "crs": "EPSG:2056",
         "transform": [0.1, 0.0, 2.6e6, 0.0, -0.1, 1.2e6],
-        "width": 40_000,
-        "height": 40_000,
+        "width": 200_000,
+        "height": 200_000,
         "window": DETECT_WINDOW,
         "overlap": DETECT_OVERLAP,
         "classes": ["solar_panel"],

@@ -137,7 +137,9 @@ def merged_collection(parts: list[DetectionPart]) -> tuple[dict[str, Any], Merge
 
 def write_detections(out_uri: str, parts: list[DetectionPart]) -> MergeSummary:
     collection, summary = merged_collection(parts)
-    uri_io.write_bytes(out_uri, uri_io.dump_json(collection), content_type="application/geo+json")
+    uri_io.write_bytes(
+        out_uri, uri_io.dump_json_large(collection), content_type="application/geo+json"
+    )
     log.info("wrote %d panels to %s", summary.panels, out_uri)
     return summary
 
