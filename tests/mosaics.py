@@ -6,10 +6,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.transform import from_origin
 
-from tests.rasters import ORIGIN
+from tests.rasters import ORIGIN, write_geotiff
 
 
 def write_piece(
@@ -23,31 +21,9 @@ def write_piece(
     shift_x: float = 0.0,
 ) -> Path:
     """``pixels`` (bands x rows x cols) placed at pixel ``col_off, row_off`` of the test grid."""
-    bands, height, width = pixels.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": bands,
-        "dtype": str(pixels.dtype),
-        "crs": crs,
-        "transform": from_origin(
-            ORIGIN[0] + resolution * col_off + shift_x,
-            ORIGIN[1] - resolution * row_off,
-            resolution,
-            resolution,
-        ),
-        "tiled": True,
-        "blockxsize": 128,
-        "blockysize": 128,
-        "compress": "deflate",
-    }
-    if nodata is not None:
-        profile["nodata"] = nodata
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **profile) as dataset:
-        dataset.write(pixels)
-    return path
+    origin = (ORIGIN[0] + resolution * col_off + shift_x, ORIGIN[1] - resolution * row_off)
+    return write_geotiff(path, pixels, crs, nodata, resolution, origin)
 
 
 def cut_into_files(

@@ -318,3 +318,16 @@ def test_merges_run_without_torch(tmp_path: Path) -> None:
     assert "duplicates merged at seams" in done.stdout
     collection = json.loads((tmp_path / "panels.geojson").read_text())
     assert collection["type"] == "FeatureCollection" and collection["features"]
+
+
+@pytest.mark.parametrize("e", [-0.1, 0.1])
+def test_rings_are_closed_and_counter_clockwise_on_the_map(e: float) -> None:
+    from affine import Affine
+
+    from components.raster.geojson import box_rings
+
+    rings = box_rings(np.array([[0.0, 0, 10, 5], [3, 4, 5, 9]]), Affine(0.1, 0, 2.6e6, 0, e, 1.2e6))
+    for ring in rings:
+        assert (ring[0] == ring[-1]).all()
+        x, y = ring[:, 0], ring[:, 1]
+        assert (x[:-1] * y[1:] - x[1:] * y[:-1]).sum() > 0  # shoelace: positive = CCW

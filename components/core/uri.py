@@ -143,18 +143,22 @@ def write_json(uri: str, obj: Any) -> None:
     write_bytes(uri, dump_json(obj), content_type="application/json")
 
 
+def _head(uri: str) -> dict[str, Any] | None:
+    """An S3 object's HEAD response, or None when it does not exist."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        return s3_client().head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise describe_s3_error(exc, uri) from exc
+    except BotoCoreError as exc:
+        raise describe_s3_error(exc, uri) from exc
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
-        bucket, key = parse_s3_uri(uri)
-        try:
-            s3_client().head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise describe_s3_error(exc, uri) from exc
-        except BotoCoreError as exc:
-            raise describe_s3_error(exc, uri) from exc
+        return _head(uri) is not None
     return Path(uri).exists()
 
 
@@ -162,16 +166,8 @@ def etag(uri: str) -> str | None:
     """The object's entity tag (MD5 of a single-part upload; of the content locally), or None
     when it does not exist: one HEAD request, where listing a large prefix would take many."""
     if is_s3(uri):
-        bucket, key = parse_s3_uri(uri)
-        try:
-            head = s3_client().head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise describe_s3_error(exc, uri) from exc
-        except BotoCoreError as exc:
-            raise describe_s3_error(exc, uri) from exc
-        return str(head.get("ETag", "")).strip('"')
+        head = _head(uri)
+        return None if head is None else str(head.get("ETag", "")).strip('"')
     path = Path(uri)
     return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
 
