@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
@@ -27,7 +28,7 @@ from PIL import Image
 from components.core import uri as uri_io
 from components.core.cpus import usable_cpus
 from components.core.params import PrepareParams
-from components.prepare.run import prepare
+from components.prepare.run import CHUNK, prepare
 from components.prepare.tiles import encode_png
 from components.raster.reader import open_raster, read_tile
 from components.raster.tiling import plan_windows, tile_key
@@ -48,9 +49,17 @@ def naive(raster_uri: str, prefix: str, params: PrepareParams) -> int:
     return len(windows)
 
 
-def read_and_encode(raster_uri: str, windows: list, uint16_max: int) -> int:
-    with open_raster(raster_uri) as dataset:
-        return sum(len(encode_png(read_tile(dataset, w, uint16_max, None)[0])) for w in windows)
+_bound_dataset = None
+
+
+def open_once(raster_uri: str) -> None:
+    """Bound worker initializer: the raster stays open for the process's life, as in prepare."""
+    global _bound_dataset
+    _bound_dataset = ExitStack().enter_context(open_raster(raster_uri))
+
+
+def read_and_encode(windows: list, uint16_max: int) -> int:
+    return sum(len(encode_png(read_tile(_bound_dataset, w, uint16_max, None)[0])) for w in windows)
 
 
 def bound(raster_uri: str, params: PrepareParams) -> float:
@@ -58,17 +67,12 @@ def bound(raster_uri: str, params: PrepareParams) -> float:
     with open_raster(raster_uri) as dataset:
         windows = plan_windows(dataset.width, dataset.height, params.tile_size, 0, "pad")
     workers = usable_cpus()
-    chunks = [windows[start::workers] for start in range(workers)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(
-            pool.map(
-                read_and_encode, [raster_uri] * workers, [w[:1] for w in chunks], [1] * workers
-            )
-        )
+    # Runs of CHUNK neighbouring windows handed out as workers free up, as prepare does.
+    chunks = [windows[start : start + CHUNK] for start in range(0, len(windows), CHUNK)]
+    with ProcessPoolExecutor(workers, initializer=open_once, initargs=(raster_uri,)) as pool:
+        list(pool.map(read_and_encode, [c[:1] for c in chunks[:workers]], [1] * workers))
         started = time.perf_counter()
-        list(
-            pool.map(read_and_encode, [raster_uri] * workers, chunks, [params.uint16_max] * workers)
-        )
+        list(pool.map(read_and_encode, chunks, [params.uint16_max] * len(chunks)))
         return len(windows) / (time.perf_counter() - started)
 
 

@@ -27,9 +27,9 @@ from components.core.logs import get_logger
 from components.core.manifest import Manifest, TileRecord, TileWindow, save_manifest
 from components.core.params import PrepareParams
 from components.core.progress import progress_bar
-from components.core.s3 import ENDPOINT_VARIABLE
 from components.prepare.aoi import cells_touching, read_boundary, to_pixel_space
 from components.prepare.tiles import (
+    SETTINGS,
     Previous,
     TileJob,
     TileWorker,
@@ -117,9 +117,8 @@ def bounded_map(submit: Callable[[list], Future], chunks: Iterable[list], limit:
 
 
 def s3_environment() -> dict[str, str]:
-    names = (ENDPOINT_VARIABLE, "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    names += ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
-    return {name: os.environ[name] for name in names if name in os.environ}
+    """The S3 and solarpipe settings of this process, for its worker processes."""
+    return {name: value for name, value in os.environ.items() if name.startswith(SETTINGS)}
 
 
 @contextmanager

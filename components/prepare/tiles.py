@@ -28,6 +28,7 @@ from components.raster.tiling import tile_key
 # noisiest (synthetic) scenes; PNG is lossless at every level.
 PNG_COMPRESS_LEVEL = 1
 UPLOAD_THREADS = 4
+SETTINGS = ("AWS_", "SOLARPIPE_")  # environment variables a worker takes from its parent
 # The previous content of a tile: its MD5, "" when known to be absent, None to ask S3 (HEAD).
 Previous = str | None
 
@@ -109,6 +110,8 @@ _process_worker: TileWorker | None = None
 def start_process_worker(job: TileJob) -> None:
     """Process-pool initializer: the parent's S3 settings, then one open raster per process."""
     global _process_worker
+    for name in [name for name in os.environ if name.startswith(SETTINGS)]:
+        os.environ.pop(name)  # a forkserver keeps the environment of its start
     os.environ.update(job.environment)
     _process_worker = TileWorker(job)
 
