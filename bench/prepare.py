@@ -50,12 +50,13 @@ def naive(raster_uri: str, prefix: str, params: PrepareParams) -> int:
 
 
 _bound_dataset = None
+_bound_stack = ExitStack()  # held for the worker process's life
 
 
 def open_once(raster_uri: str) -> None:
     """Bound worker initializer: the raster stays open for the process's life, as in prepare."""
     global _bound_dataset
-    _bound_dataset = ExitStack().enter_context(open_raster(raster_uri))
+    _bound_dataset = _bound_stack.enter_context(open_raster(raster_uri))
 
 
 def read_and_encode(windows: list, uint16_max: int) -> int:
