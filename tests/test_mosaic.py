@@ -125,3 +125,15 @@ def test_prefix_without_geotiffs_is_one_line(bucket: str, tmp_path: Path, capsys
         err = capsys.readouterr().err
         assert prefix in err and len(err.splitlines()) == 1
     assert not (tmp_path / "m.json").exists()
+
+
+def test_vrt_footprints_come_from_the_sources_destination_rectangles() -> None:
+    from components.raster.mosaic import vrt_footprints
+
+    source = '<SimpleSource><SourceBand>1</SourceBand><DstRect xOff="5" yOff="6" xSize="10" ySize="20"/></SimpleSource>'
+    band = f'<VRTRasterBand band="1"><ColorInterp>Red</ColorInterp>{source}</VRTRasterBand>'
+    assert vrt_footprints(f"<VRTDataset>{band}</VRTDataset>") == ((5, 6, 15, 26),)
+    whole = "<SimpleSource><SourceBand>1</SourceBand></SimpleSource>"  # no DstRect: all of it
+    assert (
+        vrt_footprints(f"<VRTDataset><VRTRasterBand>{whole}</VRTRasterBand></VRTDataset>") is None
+    )

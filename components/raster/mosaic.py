@@ -77,9 +77,12 @@ def vrt_footprints(document: str) -> tuple[Footprint, ...] | None:
         band = ElementTree.fromstring(document).find("VRTRasterBand")
     except ElementTree.ParseError:
         return None
-    rectangles = [] if band is None else band.findall("./*/DstRect")
-    if not rectangles:
-        return None
+    sources = (
+        [] if band is None else [child for child in band if child.find("SourceBand") is not None]
+    )
+    rectangles = [source.find("DstRect") for source in sources]
+    if not rectangles or any(rectangle is None for rectangle in rectangles):
+        return None  # a source without DstRect covers GDAL's default: plan every window
     footprints = []
     for rectangle in rectangles:
         col, row, width, height = (
