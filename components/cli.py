@@ -32,6 +32,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "components.commands.annotations_listing",
         "write the keys and ETags of the annotation objects (DVC dependency)",
     ),
+    "mosaic": (
+        "components.commands.mosaic",
+        "write the VRT of a prefix of GeoTIFFs once (shards then open only their files)",
+    ),
+    "shards": (
+        "components.shards.cli",
+        "join the parts of sharded prepare/detect runs: `merge-manifests`, `merge-detections`",
+    ),
     "images": ("components.images.commands", "build the stage container images"),
     "run-stage": ("components.images.run_stage", "run one stage's container locally"),
     "kfp": ("components.commands.kfp", "Kubeflow pipeline: compile, submit, run-local"),

@@ -25,6 +25,7 @@ def write_geotiff(
     crs: str | None = "EPSG:2056",
     nodata: float | None = None,
     resolution: float = 0.1,
+    origin: tuple[float, float] = ORIGIN,
 ) -> Path:
     bands, height, width = pixels.shape
     profile = {
@@ -33,7 +34,7 @@ def write_geotiff(
         "height": height,
         "count": bands,
         "dtype": str(pixels.dtype),
-        "transform": from_origin(ORIGIN[0], ORIGIN[1], resolution, resolution),
+        "transform": from_origin(origin[0], origin[1], resolution, resolution),
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,

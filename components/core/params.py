@@ -61,7 +61,9 @@ class PrepareParams(Section):
     uint16_max: int = Field(
         65535, gt=0, description="uint16 rasters are scaled to 8 bit as value*255/uint16_max"
     )
-    workers: int = Field(0, ge=0, description="parallel tile workers; 0 = from CPU count")
+    workers: int = Field(
+        0, ge=0, description="tile worker processes; 0 = the CPUs this process may use"
+    )
     scene: str = Field("", description="scene name in tile keys; empty = raster file stem")
 
 

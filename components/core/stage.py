@@ -115,6 +115,10 @@ def stage_parser(declared: Stage, description: str) -> argparse.ArgumentParser:
         parser.add_argument(f"--{option.name}", required=True, metavar="URI", help=option.help)
     for flag in declared.flags:
         parser.add_argument(f"--{flag.name}", action="store_true", help=flag.help)
+    if declared.shardable:
+        parser.add_argument(
+            "--shard", default=None, metavar="I/N", help="do shard I (from 0) of N; default 0/1"
+        )
     add_common_options(parser)
     orchestrator = parser.add_argument_group("set by orchestrators")
     orchestrator.add_argument(

@@ -82,6 +82,8 @@ class Stage:
     cacheable: bool = True
     reports: tuple[Report, ...] = ()
     flags: tuple[Flag, ...] = ()
+    # --shard I/N: a disjoint part of the work, the parts merged by `solarpipe shards`
+    shardable: bool = False
 
     @property
     def module(self) -> str:
@@ -110,13 +112,20 @@ STAGES: tuple[Stage, ...] = (
         gpu=False,
         retried=True,
         resources=Resources("1", "4", "2Gi", "8Gi"),
-        inputs=(Option("raster", "data.raster", "GeoTIFF/VRT URI (local path or s3://)"),),
+        inputs=(
+            Option(
+                "raster", "data.raster", "GeoTIFF/VRT URI, or a prefix/ of GeoTIFFs (a mosaic)"
+            ),
+        ),
         outputs=(
             Option("tiles", "data.tiles", "URI prefix the PNG tiles go to"),
-            Option("manifest", "./manifest.json", "URI of the manifest JSON to write"),
+            Option(
+                "manifest", "./manifest.json", "URI of the manifest JSON (a prefix/ with --shard)"
+            ),
         ),
         hands_down="manifest.json",
         params=("prepare",),
+        shardable=True,
     ),
     Stage(
         name="preprocess",
@@ -219,12 +228,21 @@ STAGES: tuple[Stage, ...] = (
         retried=True,
         resources=Resources("2", "4", "8Gi", "16Gi"),
         inputs=(
-            Option("raster", "data.raster", "GeoTIFF/VRT URI (local path or s3://)"),
+            Option(
+                "raster", "data.raster", "GeoTIFF/VRT URI, or a prefix/ of GeoTIFFs (a mosaic)"
+            ),
             Option("model", "export", "export folder/prefix URI, or the model.pt in it"),
         ),
-        outputs=(Option("out", "./detections.geojson", "GeoJSON URI to write"),),
+        outputs=(
+            Option(
+                "out",
+                "./detections.geojson",
+                "GeoJSON URI to write (with --shard: the part's URI or prefix/)",
+            ),
+        ),
         hands_down="detections.geojson",
         params=("detect", "prepare.nodata", "prepare.uint16_max"),
+        shardable=True,
     ),
 )
 

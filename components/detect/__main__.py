@@ -1,8 +1,11 @@
-"""Detect solar panels in a whole raster (GeoTIFF/VRT, local or s3://) with the exported model.
+"""Detect solar panels in a whole raster with the exported model.
 
-Streams overlapping windows (detect.window, detect.overlap) through the TorchScript model in
-batches, merges detections across window seams (NMS), and writes a GeoJSON FeatureCollection:
-one polygon per panel, with its score, in the raster's CRS.
+--raster: one GeoTIFF, a .vrt, or a prefix ending in / whose GeoTIFFs form one mosaic (local
+or s3://). Streams overlapping windows (detect.window, detect.overlap) through the TorchScript
+model in batches, merges detections across window seams (NMS), and writes a GeoJSON
+FeatureCollection: one polygon per panel, with its score, in the raster's CRS. --shard I/N runs
+only shard I (from 0) of N and writes its detections part to --out (a prefix ending in / gets
+shard-IIII-of-NNNN.npz under it); `solarpipe shards merge-detections` merges the parts.
 
 Example: python -m components.detect --raster s3://bucket/scene.tif --model out/export \\
     --out out/detections.geojson
@@ -19,13 +22,22 @@ from components.core.stage import run_stage
 
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.detect.run import detect
+    from components.shards.spec import parse_shard
 
-    summary = detect(args.raster, args.model, args.out, params.detect, params.prepare)
-    print(
-        f"detect: {summary.panels} panels in {summary.windows} windows of {summary.window} px "
-        f"({summary.skipped_nodata} all-nodata windows skipped, {summary.merged} duplicates "
-        f"merged at seams) → {args.out}"
-    )
+    shard = parse_shard(args.shard)
+    summary = detect(args.raster, args.model, args.out, params.detect, params.prepare, shard)
+    if shard.is_whole:
+        print(
+            f"detect: {summary.panels} panels in {summary.windows} windows of {summary.window} px "
+            f"({summary.skipped_nodata} all-nodata windows skipped, {summary.merged} duplicates "
+            f"merged at seams) → {summary.out_uri}"
+        )
+    else:
+        print(
+            f"detect shard {shard}: {summary.detections} detections in {summary.windows} "
+            f"windows of {summary.window} px ({summary.skipped_nodata} all-nodata windows "
+            f"skipped) → {summary.out_uri}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from components.core.s3 import raster_env
 class RasterInfo:
     """What prepare needs to know about the source raster."""
 
-    uri: str
+    uri: str  # as the user gave it: a raster, a .vrt or a mosaic prefix
     width: int
     height: int
     crs: str
@@ -35,15 +35,18 @@ class RasterInfo:
     band_count: int
     dtype: str
     nodata: float | None
+    dataset: str = ""  # what GDAL opens: the URI itself, or a mosaic's VRT document
 
 
 @contextmanager
 def open_raster(raster_uri: str) -> Iterator[rasterio.DatasetReader]:
-    """Open a raster inside the S3-aware GDAL environment, with one-line errors."""
+    """Open a raster (URI or VRT document) inside the S3-aware GDAL environment, one-line errors."""
     with raster_env():
         try:
             dataset = rasterio.open(raster_uri)
         except RasterioIOError as exc:
+            if raster_uri.startswith("<VRTDataset"):
+                raise SolarpipeError(f"cannot read the mosaic: {exc}") from exc
             if not uri_io.exists(raster_uri):
                 raise NotFoundError(f"raster does not exist: {raster_uri}") from exc
             raise SolarpipeError(f"not a raster GDAL can read: {raster_uri}") from exc
@@ -51,11 +54,15 @@ def open_raster(raster_uri: str) -> Iterator[rasterio.DatasetReader]:
             yield dataset
 
 
-def inspect_raster(raster_uri: str) -> RasterInfo:
-    """Open once, check it is usable, and describe it (no pixels read)."""
-    if not uri_io.exists(raster_uri):
+def inspect_raster(raster_uri: str, gdal_source: str = "") -> RasterInfo:
+    """Open once, check it is usable, and describe it (no pixels read).
+
+    ``gdal_source``: what GDAL opens when it is not ``raster_uri`` (a mosaic's VRT document).
+    """
+    if not gdal_source and not uri_io.exists(raster_uri):
         raise NotFoundError(f"raster does not exist: {raster_uri}")
-    with open_raster(raster_uri) as dataset:
+    gdal_source = gdal_source or raster_uri
+    with open_raster(gdal_source) as dataset:
         if dataset.crs is None:
             raise SolarpipeError(f"raster has no CRS: {raster_uri} (georeference it first)")
         dtype = dataset.dtypes[0]
@@ -77,6 +84,7 @@ def inspect_raster(raster_uri: str) -> RasterInfo:
             band_count=dataset.count,
             dtype=dtype,
             nodata=dataset.nodata,
+            dataset=gdal_source,
         )
 
 
