@@ -41,6 +41,7 @@ from components.kubeflow.tasks import (
     configure_stage_task,
     configure_task,
     deploy_component,
+    merge_component,
     params_component,
     parse_backend,
     stage_component,
@@ -88,6 +89,15 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
         [stage.name for stage in STAGES],
     )
     components = {stage.name: stage_component(stage, image[stage.name]) for stage in STAGES}
+    # prepare and detect fan out over kubeflow.shards pods; the light prepare image (numpy,
+    # shapely, no torch) joins the parts of both.
+    shard_components = {
+        stage.name: stage_component(stage, image[stage.name], sharded=True)
+        for stage in STAGES
+        if stage.shardable
+    }
+    merges = {name: merge_component(BY_NAME[name], image["prepare"]) for name in shard_components}
+    shards = [f"{index}/{kubeflow.shards}" for index in range(kubeflow.shards)]
     # After a preemption Kubeflow retries train, which picks up <out>/last.ckpt.
     components["train"] = stage_component(BY_NAME["train"], image["train"], ["--resume"])
     in_pipeline_image = {"base_image": image[PIPELINE_IMAGE], "install_kfp_package": False}
@@ -142,6 +152,30 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
             configure_stage_task(task, BY_NAME[name], kubeflow, backend)
             return task.outputs["uri"]
 
+        def sharded(name: str, **inputs: Any) -> Any:
+            """Stage ``name`` over every shard, then its parts joined; the URI of the whole."""
+            with dsl.ParallelFor(shards, parallelism=kubeflow.shard_parallelism) as shard:
+                part = shard_components[name](
+                    bucket=run.outputs["bucket"],
+                    params_digest=run.outputs[f"{name}_params"],
+                    shard=shard,
+                    **inputs,
+                )
+                configure_stage_task(part, BY_NAME[name], kubeflow, backend)
+            joined = merges[name](
+                bucket=run.outputs["bucket"], parts=dsl.Collected(part.outputs["uri"])
+            )
+            configure_task(
+                joined,
+                kubeflow,
+                kubeflow.resources.prepare,
+                cached=True,
+                retried=True,
+                gpu=False,
+                backend=backend,
+            )
+            return joined.outputs["uri"]
+
         def result(task: Any) -> Any:
             configure_task(
                 task,
@@ -154,7 +188,7 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
             )
             return task
 
-        manifest = stage("prepare", raster=run.outputs["raster"], tiles=run.outputs["tiles"])
+        manifest = sharded("prepare", raster=run.outputs["raster"], tiles=run.outputs["tiles"])
         annotations = stage("preprocess", annotations=run.outputs["annotations"], manifest=manifest)
         stage("preview", annotations=annotations)
         checkpoint = stage("train", annotations=annotations)
@@ -163,7 +197,7 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
         scored = result(gate(evaluation=evaluation, minimum=kubeflow.min_map50))
         result(model_card(export=model, evaluation=evaluation))
         with dsl.If(scored.outputs["Output"] >= kubeflow.min_map50, name="good-enough"):
-            stage("detect", raster=run.outputs["raster"], model=model)
+            sharded("detect", raster=run.outputs["raster"], model=model)
             if kubeflow.deploy.enabled:
                 # Side effects and no retry: a deploy that fails rolls back and says why.
                 configure_task(

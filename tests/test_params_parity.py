@@ -119,6 +119,7 @@ def under_kubeflow(tmp_path_factory, pipeline_module, s3_server) -> dict[str, An
         for stage in STAGES:
             inputs = {"bucket": outputs["bucket"], "params_digest": outputs[f"{stage.name}_params"]}
             inputs |= {option.name: f"s3://{bucket}/in/{option.name}" for option in stage.options}
+            inputs["shard"] = "0/1"
             inputs["uri"] = str(folder / f"{stage.name}.uri")
             argv = task_argv(spec, stage.name, inputs)
             assert argv[:3] == ["python", "-m", stage.module]

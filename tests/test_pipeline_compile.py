@@ -33,7 +33,8 @@ SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
 PARAMS = load_params(REPO / "params.yaml")
 KUBEFLOW = PARAMS.kubeflow
 # Every container task: the params task, the stages, and the two that publish results.
-TASKS = ("params", *STAGE_NAMES, "quality-gate", "exported-model", "deploy")
+MERGES = ("prepare-merge-manifests", "detect-merge-detections")
+TASKS = ("params", *STAGE_NAMES, *MERGES, "quality-gate", "exported-model", "deploy")
 CHANNEL = re.compile(r"^pipelinechannel--(.+)-([^-]+)$")
 SECTIONS = ("data", "prepare", "labelstudio", "preprocess", "preview", "train", "export", "evaluate", "detect")  # fmt: skip
 
@@ -83,6 +84,11 @@ def tasks(spec: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def stage_of(task: str) -> str:
+    """The stage a task belongs to: a sharded stage's merge task is part of it."""
+    return task.split("-merge-", 1)[0]
+
+
 def ir_edges(spec: dict[str, Any]) -> set[tuple[str, str]]:
     """(producer, consumer) for every task input that is another task's output."""
     edges = set()
@@ -114,9 +120,10 @@ def test_the_params_task_and_one_task_per_stage_each_in_its_own_image(compiled) 
 def test_graph_edges_equal_the_declaration_and_every_stage_follows_the_params_task(
     compiled,
 ) -> None:
-    edges = ir_edges(compiled["spec"])
+    edges = {(stage_of(a), stage_of(b)) for a, b in ir_edges(compiled["spec"])}
     stages = set(STAGE_NAMES)
-    assert {(a, b) for a, b in edges if a in stages and b in stages} == stage_edges()
+    among_stages = {(a, b) for a, b in edges if a in stages and b in stages and a != b}
+    assert among_stages == stage_edges()
     assert {("params", name) for name in STAGE_NAMES} <= edges
 
 
@@ -188,7 +195,7 @@ def test_tasks_retry_with_backoff_as_the_params_say(compiled) -> None:
     retry = KUBEFLOW.retry
     for stage in TASKS:
         policy = tasks(compiled["spec"])[stage].get("retryPolicy")
-        if stage in (*retry.stages, "params", "quality-gate", "exported-model"):
+        if stage in (*retry.stages, "params", *MERGES, "quality-gate", "exported-model"):
             assert policy == {
                 "maxRetryCount": retry.max_retries,
                 "backoffDuration": retry.backoff_duration,
@@ -356,12 +363,13 @@ def test_compiled_prepare_command_runs_the_stage_and_publishes_the_manifest_uri(
         "params_digest": outputs["prepare_params"],
         "raster": outputs["raster"],
         "tiles": outputs["tiles"],
+        "shard": "0/1",
         "uri": str(output_file),
     }
     done = launch(compiled["spec"], "prepare", values, env)
     assert done.returncode == 0, done.stderr
-    manifest_uri = f"s3://{bucket}/runs/run-42/prepare/manifest.json"
-    assert output_file.read_text() == manifest_uri
+    manifest_uri = f"s3://{bucket}/runs/run-42/prepare/parts/shard-0000-of-0001.json"
+    assert output_file.read_text() == manifest_uri, "the shard hands down its part"
     manifest = load_manifest(manifest_uri)
     assert len(manifest.tiles) == 4
     assert manifest.tiles_prefix.rstrip("/") == f"s3://{bucket}/tiles"
@@ -421,8 +429,13 @@ def test_detect_runs_behind_the_quality_gate_on_evaluates_map(compiled) -> None:
     assert condition["triggerPolicy"]["condition"] == (
         f"inputs.parameter_values['pipelinechannel--quality-gate-Output'] >= {KUBEFLOW.min_map50}"
     )
-    inside = compiled["spec"]["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert sorted(inside) == ["deploy", "detect"]
+    inside = tasks(
+        {
+            **compiled["spec"],
+            "root": compiled["spec"]["components"][condition["componentRef"]["name"]],
+        }
+    )
+    assert sorted(inside) == ["deploy", "detect", "detect-merge-detections"]
     deploy = container(compiled["spec"], "deploy")
     assert deploy["command"] == ["python", "-m", "components.deploy"]
     assert deploy["args"][:2] == ["--model-uri", "{{$.inputs.parameters['model']}}"]
@@ -500,3 +513,36 @@ def test_deploy_can_be_left_out(tmp_path) -> None:
     assert compile_pipeline(out, "--set", "kubeflow.deploy.enabled=false").returncode == 0
     spec, _ = load_ir(out)
     assert "deploy" not in tasks(spec) and "detect" in tasks(spec)
+
+
+def test_prepare_and_detect_fan_out_over_the_shards_and_merge_their_parts(tmp_path) -> None:
+    out = tmp_path / "sharded.yaml"
+    options = ["--set", "kubeflow.shards=4", "--set", "kubeflow.shard_parallelism=2"]
+    done = compile_pipeline(out, *options)
+    assert done.returncode == 0, done.stderr
+    spec, _ = load_ir(out)
+    every_dag = [spec["root"], *spec["components"].values()]
+    loop_tasks = [
+        task
+        for component in every_dag
+        for task in component.get("dag", {}).get("tasks", {}).values()
+        if "parameterIterator" in task
+    ]
+    assert len(loop_tasks) == 2
+    for name in ("prepare", "detect"):
+        [loop] = [
+            task
+            for task in loop_tasks
+            if name in spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+        ]
+        assert json.loads(loop["parameterIterator"]["items"]["raw"]) == ["0/4", "1/4", "2/4", "3/4"]
+        assert loop["iteratorPolicy"] == {"parallelismLimit": 2}
+        args = json.dumps(container(spec, name)["args"])
+        assert f"/runs/$(KFP_RUN_ID)/{name}/parts/" in args and "--shard" in args
+    merge = container(spec, "prepare-merge-manifests")
+    assert merge["command"] == ["python", "-m", "components.shards"]
+    assert merge["args"][0] == "merge-manifests" and merge["image"] == image_name("prepare")
+    joined = tasks(spec)["prepare-merge-manifests"]["inputs"]["parameters"]["parts"]
+    assert joined["taskOutputParameter"]["producerTask"].startswith("for-loop"), "dsl.Collected"
+    preprocess = tasks(spec)["preprocess"]["inputs"]["parameters"]["manifest"]
+    assert preprocess["taskOutputParameter"]["producerTask"] == "prepare-merge-manifests"

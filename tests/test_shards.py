@@ -307,9 +307,10 @@ def test_merges_run_without_torch(tmp_path: Path) -> None:
         )
     script = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-        "from components.shards.__main__ import main\n"
-        f"sys.exit(main(['merge-detections', '--parts', '{tmp_path}/parts/', "
-        f"'--out', '{tmp_path}/panels.geojson']))\n"
+        "from components.core.entrypoint import run_tool\n"
+        "from components.shards.cli import configure\n"
+        f"sys.exit(run_tool('components.shards', configure, ['merge-detections', '--parts', "
+        f"'{tmp_path}/parts/', '--out', '{tmp_path}/panels.geojson']))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120

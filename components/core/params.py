@@ -358,6 +358,12 @@ class KubeflowParams(Section):
     run_as_user: int = Field(10001, gt=0, description="non-root UID of every task (the images')")
     run_as_group: int = Field(10001, gt=0, description="GID of every task")
     caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
+    shards: int = Field(
+        1, ge=1, description="prepare and detect fan out over this many pods (ParallelFor)"
+    )
+    shard_parallelism: int = Field(
+        0, ge=0, description="shard pods running at once; 0 = all of them"
+    )
     min_map50: float = Field(
         0.5,
         ge=0,

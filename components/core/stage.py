@@ -22,7 +22,9 @@ from components.core.logs import get_logger, setup_logging
 from components.core.params import Section, load_params, params_digest, stage_params
 from components.core.stages import Stage, stage
 
-StageFunction = Callable[[argparse.Namespace, Any], None]
+# A stage's work: (options, its params) → None, or the URI it handed down when that is not its
+# declared output (a shard's part)
+StageFunction = Callable[[argparse.Namespace, Any], str | None]
 VARIABLE_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 log = get_logger("components.stage")
 
@@ -102,6 +104,13 @@ def handed_down_uri(declared: Stage, args: argparse.Namespace) -> str:
             return uri_io.join(value, declared.hands_down)
         return value
     raise AssertionError(f"stage {declared.name} declares no output in its run folder")
+
+
+def write_uri_file(path: str, uri: str) -> None:
+    """Hand ``uri`` to the orchestrator: the file of a Kubeflow output parameter."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(uri)
 
 
 def stage_parser(declared: Stage, description: str) -> argparse.ArgumentParser:
@@ -198,10 +207,8 @@ def run_stage(
     setup_logging(args.verbose)
 
     def body() -> None:
-        stage_function(args, resolve_stage_params(declared, args))
+        handed_down = stage_function(args, resolve_stage_params(declared, args))
         if args.uri_file:
-            target = Path(args.uri_file)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(handed_down_uri(declared, args))
+            write_uri_file(args.uri_file, handed_down or handed_down_uri(declared, args))
 
     return run_guarded(program, args.verbose, body)

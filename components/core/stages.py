@@ -82,8 +82,13 @@ class Stage:
     cacheable: bool = True
     reports: tuple[Report, ...] = ()
     flags: tuple[Flag, ...] = ()
-    # --shard I/N: a disjoint part of the work, the parts merged by `solarpipe shards`
-    shardable: bool = False
+    # The `solarpipe shards` action that joins its parts when it runs as `--shard I/N`
+    # (disjoint parts of the work, one per pod); empty: the stage does not shard
+    merge: str = ""
+
+    @property
+    def shardable(self) -> bool:
+        return bool(self.merge)
 
     @property
     def module(self) -> str:
@@ -125,7 +130,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         hands_down="manifest.json",
         params=("prepare",),
-        shardable=True,
+        merge="merge-manifests",
     ),
     Stage(
         name="preprocess",
@@ -242,7 +247,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         hands_down="detections.geojson",
         params=("detect", "prepare.nodata", "prepare.uint16_max"),
-        shardable=True,
+        merge="merge-detections",
     ),
 )
 

@@ -20,7 +20,7 @@ from components.core.params import Params
 from components.core.stage import run_stage
 
 
-def run(args: argparse.Namespace, params: Params) -> None:
+def run(args: argparse.Namespace, params: Params) -> str:
     from components.detect.run import detect
     from components.shards.spec import parse_shard
 
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
             f"windows of {summary.window} px ({summary.skipped_nodata} all-nodata windows "
             f"skipped) → {summary.out_uri}"
         )
+    return summary.out_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,9 +60,15 @@ def component(spec: dict[str, Any]) -> Any:
     return components.load_component_from_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def stage_component(declared: Stage, image: str, extra_args: Sequence[str] = ()) -> Any:
+PARTS = "parts/"  # where a sharded stage's tasks write their parts, in its run folder
+
+
+def stage_component(
+    declared: Stage, image: str, extra_args: Sequence[str] = (), sharded: bool = False
+) -> Any:
     """The stage's component: ``python -m components.<stage>`` with its declared options, its
-    reports as Kubeflow artifacts of their kind, and ``extra_args``."""
+    reports as Kubeflow artifacts of their kind, and ``extra_args``. ``sharded``: one shard
+    (input ``shard``, ``I/N``), writing its part under ``<stage>/parts/`` instead."""
     inputs = [
         {"name": "bucket", "type": "String", "description": "bucket of the run's folder"},
         {"name": "params_digest", "type": "String", "description": "digest of its params"},
@@ -73,10 +79,14 @@ def stage_component(declared: Stage, image: str, extra_args: Sequence[str] = ())
     ]  # fmt: skip
     for option in declared.options:
         if option.in_run_folder:
-            args += [f"--{option.name}", in_run_folder(declared.name, option.source[2:])]
+            path = PARTS if sharded else option.source[2:]
+            args += [f"--{option.name}", in_run_folder(declared.name, path)]
         else:
             inputs.append({"name": option.name, "type": "String", "description": option.help})
             args += [f"--{option.name}", {"inputValue": option.name}]
+    if sharded:
+        inputs.append({"name": "shard", "type": "String", "description": "I/N: shard I of N"})
+        args += ["--shard", {"inputValue": "shard"}]
     args += ["--uri-file", {"outputPath": "uri"}]
     outputs = [{"name": "uri", "type": "String", "description": "what downstream reads"}]
     for report in declared.reports:
@@ -93,6 +103,40 @@ def stage_component(declared: Stage, image: str, extra_args: Sequence[str] = ())
                     "image": image,
                     "command": ["python", "-m", declared.module],
                     "args": [*args, *extra_args],
+                }
+            },
+        }
+    )
+
+
+def merge_component(declared: Stage, image: str) -> Any:
+    """Join the parts the stage's shards wrote (``python -m components.shards <merge>``) into
+    the output an unsharded run writes, and hand it downstream as ``uri``.
+
+    Input ``parts``: the shards' part URIs (``dsl.Collected``), so the task's cache key follows
+    them, and a run whose shards were partly cached merges the parts each one handed down.
+    """
+    [output] = [option for option in declared.options if option.in_run_folder]
+    args = [
+        declared.merge,
+        "--parts", {"inputValue": "parts"},
+        "--out", in_run_folder(declared.name, output.source[2:]),
+        "--uri-file", {"outputPath": "uri"},
+    ]  # fmt: skip
+    return component(
+        {
+            "name": f"{declared.name}-{declared.merge}",
+            "description": f"join the parts of {declared.name}'s shards",
+            "inputs": [
+                {"name": "bucket", "type": "String", "description": "the run's bucket"},
+                {"name": "parts", "type": "JsonArray", "description": "the shards' parts"},
+            ],
+            "outputs": [{"name": "uri", "type": "String", "description": "what downstream reads"}],
+            "implementation": {
+                "container": {
+                    "image": image,
+                    "command": ["python", "-m", "components.shards"],
+                    "args": args,
                 }
             },
         }

@@ -18,18 +18,20 @@ from components.core.params import Params
 from components.core.stage import run_stage
 
 
-def run(args: argparse.Namespace, params: Params) -> None:
+def run(args: argparse.Namespace, params: Params) -> str:
     from components.prepare.run import prepare
     from components.shards.spec import parse_shard, part_uri
 
     shard = parse_shard(args.shard)
     summary = prepare(args.raster, args.tiles, args.manifest, params.prepare, shard)
     label = "prepare" if shard.is_whole else f"prepare shard {shard}"
+    manifest = part_uri(args.manifest, shard, ".json")
     print(
         f"{label}: {summary.planned} windows, {summary.uploaded} tiles uploaded, "
         f"{summary.unchanged} unchanged, {summary.skipped_nodata} skipped (all nodata); "
-        f"manifest {part_uri(args.manifest, shard, '.json')}"
+        f"manifest {manifest}"
     )
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
