@@ -32,6 +32,7 @@ BIN = Path(sys.executable).parent
 # A run small enough for 2 CPU cores, with nested overrides whose parity with dvc is checked.
 TINY = {
     "kubeflow.min_map50": 0.0,  # a tiny model scores little: let detect run
+    "kubeflow.shards": 2,  # prepare and detect fan out (ParallelFor) and merge (Collected)
     "prepare.tile_size": 128,
     "preprocess.split.train": 0.6,
     "preprocess.split.val": 0.2,
@@ -163,6 +164,9 @@ def test_the_whole_graph_runs_on_the_embedded_default_in_its_containers(images) 
 
     manifest = load_manifest(local(outputs["prepare"]))
     assert len(manifest.tiles) == 16 and manifest.tile_size == 128
+    for stage, suffix in (("prepare", "json"), ("detect", "npz")):
+        parts = sorted(path.name for path in (kept / stage / "parts").iterdir())
+        assert parts == [f"shard-0000-of-0002.{suffix}", f"shard-0001-of-0002.{suffix}"]
     annotations = load_annotations(local(outputs["preprocess"]))
     assert {image.image for image in annotations.images} <= {t.uri for t in manifest.tiles}
     assert sum(len(image.boxes) for image in annotations.images) > 0
