@@ -98,6 +98,31 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
     }
     merges = {name: merge_component(BY_NAME[name], image["prepare"]) for name in shard_components}
     shards = [f"{index}/{kubeflow.shards}" for index in range(kubeflow.shards)]
+
+    def over_shards(name: str, bucket: Any, params_digest: Any, **inputs: Any) -> Any:
+        """Stage ``name`` over every shard, then its parts joined; the URI of the whole."""
+        with dsl.ParallelFor(shards, parallelism=kubeflow.shard_parallelism) as shard:
+            part = shard_components[name](
+                bucket=bucket, params_digest=params_digest, shard=shard, **inputs
+            )
+            configure_stage_task(part, BY_NAME[name], kubeflow, backend)
+        joined = merges[name](bucket=bucket, parts=dsl.Collected(part.outputs["uri"]))
+        merge_resources = kubeflow.resources.prepare
+        configure_task(
+            joined, kubeflow, merge_resources, cached=True, retried=True, gpu=False, backend=backend
+        )
+        return joined.outputs["uri"]
+
+    # Each fan-out is a pipeline of its own, whose inputs reach the loop as pipeline inputs
+    # (kfp 2.17's local runner gives a loop's task-output inputs the loop item instead).
+    @dsl.pipeline(name="prepare-over-shards")
+    def prepare_over_shards(bucket: str, params_digest: str, raster: str, tiles: str) -> str:
+        return over_shards("prepare", bucket, params_digest, raster=raster, tiles=tiles)
+
+    @dsl.pipeline(name="detect-over-shards")
+    def detect_over_shards(bucket: str, params_digest: str, raster: str, model: str) -> str:
+        return over_shards("detect", bucket, params_digest, raster=raster, model=model)
+
     # After a preemption Kubeflow retries train, which picks up <out>/last.ckpt.
     components["train"] = stage_component(BY_NAME["train"], image["train"], ["--resume"])
     in_pipeline_image = {"base_image": image[PIPELINE_IMAGE], "install_kfp_package": False}
@@ -152,30 +177,6 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
             configure_stage_task(task, BY_NAME[name], kubeflow, backend)
             return task.outputs["uri"]
 
-        def sharded(name: str, **inputs: Any) -> Any:
-            """Stage ``name`` over every shard, then its parts joined; the URI of the whole."""
-            with dsl.ParallelFor(shards, parallelism=kubeflow.shard_parallelism) as shard:
-                part = shard_components[name](
-                    bucket=run.outputs["bucket"],
-                    params_digest=run.outputs[f"{name}_params"],
-                    shard=shard,
-                    **inputs,
-                )
-                configure_stage_task(part, BY_NAME[name], kubeflow, backend)
-            joined = merges[name](
-                bucket=run.outputs["bucket"], parts=dsl.Collected(part.outputs["uri"])
-            )
-            configure_task(
-                joined,
-                kubeflow,
-                kubeflow.resources.prepare,
-                cached=True,
-                retried=True,
-                gpu=False,
-                backend=backend,
-            )
-            return joined.outputs["uri"]
-
         def result(task: Any) -> Any:
             configure_task(
                 task,
@@ -188,7 +189,12 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
             )
             return task
 
-        manifest = sharded("prepare", raster=run.outputs["raster"], tiles=run.outputs["tiles"])
+        manifest = prepare_over_shards(
+            bucket=run.outputs["bucket"],
+            params_digest=run.outputs["prepare_params"],
+            raster=run.outputs["raster"],
+            tiles=run.outputs["tiles"],
+        ).output
         annotations = stage("preprocess", annotations=run.outputs["annotations"], manifest=manifest)
         stage("preview", annotations=annotations)
         checkpoint = stage("train", annotations=annotations)
@@ -197,7 +203,12 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
         scored = result(gate(evaluation=evaluation, minimum=kubeflow.min_map50))
         result(model_card(export=model, evaluation=evaluation))
         with dsl.If(scored.outputs["Output"] >= kubeflow.min_map50, name="good-enough"):
-            sharded("detect", raster=run.outputs["raster"], model=model)
+            detect_over_shards(
+                bucket=run.outputs["bucket"],
+                params_digest=run.outputs["detect_params"],
+                raster=run.outputs["raster"],
+                model=model,
+            )
             if kubeflow.deploy.enabled:
                 # Side effects and no retry: a deploy that fails rolls back and says why.
                 configure_task(

@@ -85,14 +85,19 @@ def tasks(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_of(task: str) -> str:
-    """The stage a task belongs to: a sharded stage's merge task is part of it."""
-    return task.split("-merge-", 1)[0]
+    """The stage a task belongs to: a sharded stage's fan-out and merge are part of it."""
+    return task.split("-merge-", 1)[0].removesuffix("-over-shards")
 
 
 def ir_edges(spec: dict[str, Any]) -> set[tuple[str, str]]:
     """(producer, consumer) for every task input that is another task's output."""
     edges = set()
-    for name, task in tasks(spec).items():
+    every_task = [
+        (name, task)
+        for component in [spec["root"], *spec["components"].values()]
+        for name, task in component.get("dag", {}).get("tasks", {}).items()
+    ]
+    for name, task in every_task:
         for value in task.get("inputs", {}).get("parameters", {}).values():
             if "taskOutputParameter" in value:
                 edges.add((value["taskOutputParameter"]["producerTask"], name))
@@ -545,4 +550,7 @@ def test_prepare_and_detect_fan_out_over_the_shards_and_merge_their_parts(tmp_pa
     joined = tasks(spec)["prepare-merge-manifests"]["inputs"]["parameters"]["parts"]
     assert joined["taskOutputParameter"]["producerTask"].startswith("for-loop"), "dsl.Collected"
     preprocess = tasks(spec)["preprocess"]["inputs"]["parameters"]["manifest"]
-    assert preprocess["taskOutputParameter"]["producerTask"] == "prepare-merge-manifests"
+    assert preprocess["taskOutputParameter"] == {
+        "outputParameterKey": "Output",
+        "producerTask": "prepare-over-shards",
+    }
