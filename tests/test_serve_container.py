@@ -86,7 +86,6 @@ def test_serving_image_runs_as_the_non_root_user(engine, serve_image: str) -> No
     config = engine.images.get(serve_image).attrs["Config"]
     assert config["User"] == "10001:10001"
     assert "SOLARPIPE_ENTRYPOINT=components.serving" in config["Env"]
-    assert "3000/tcp" in config["ExposedPorts"]
 
 
 def test_container_serves_the_model_from_s3_and_stops_on_sigterm(

@@ -3,6 +3,7 @@ network (so a loopback S3 endpoint works), with the S3 variables of this shell."
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import warnings
@@ -82,6 +83,9 @@ def run_in_docker(
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
     )
+    # kfp.local indents print() while a task runs by swapping builtins.print; two loop
+    # iterations running at once can leave it swapped (2.17.3): put ours back afterwards.
+    original_print = builtins.print
     try:
         pipeline(**arguments)
     except RuntimeError as exc:  # kfp: "Task <name> finished with status FAILURE"
@@ -90,3 +94,5 @@ def run_in_docker(
         # kfp reads the exit status after the container is gone and may take a failed task
         # for a finished one; its missing output shows it (the task writes it last).
         raise SolarpipeError(f"a task failed: {plain(exc)} (its log is above)") from exc
+    finally:
+        builtins.print = original_print
