@@ -4,13 +4,22 @@ The endpoint comes from ``AWS_ENDPOINT_URL`` (with scheme: ``http://127.0.0.1:90
 ``https://…``); credentials and region from the standard AWS variables. The same endpoint is
 mapped onto GDAL (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING``) so rasterio
 reads ``s3://`` rasters from it too.
+
+Every request the client sends (our calls, s3transfer's multipart parts, paginated listings)
+is retried under the one policy of ``core/retry.py``: botocore's own retry handler is replaced
+by one that keeps botocore's judgement of what is transient (5xx, ``SlowDown`` and the other
+throttling codes, refused or reset connections, timeouts) and takes attempts, backoff and
+deadline from the policy. A body that breaks while it is read is not a failed request (boto3
+does not retry it): ``is_broken_body`` names those faults for the readers in ``core/uri.py``.
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,19 +28,42 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     EndpointConnectionError,
+    IncompleteReadError,
     NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
 )
+from botocore.retries.standard import RetryEventAdapter, StandardRetryConditions
+from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 
+from components.core import retry
 from components.core.errors import NotFoundError, SolarpipeError, UsageError
 
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
 DEFAULT_REGION = "us-east-1"
-MAX_ATTEMPTS = int(os.environ.get("SOLARPIPE_S3_MAX_ATTEMPTS", "5"))
+# What breaks a response body while it is read: measured through tests/fault_proxy.py, a cut
+# body surfaces as ResponseStreamingError (urllib3's ProtocolError inside) or, when the
+# length check catches it, IncompleteReadError; a stalled one as a read timeout.
+BROKEN_BODY_ERRORS: tuple[type[BaseException], ...] = (
+    ResponseStreamingError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ProtocolError,
+    Urllib3ReadTimeoutError,
+    http.client.IncompleteRead,
+    ConnectionError,
+    TimeoutError,
+)
 
 _client_lock = threading.Lock()
+_STARTED = "solarpipe_retry_started"
+# Botocore's classification of transient faults; the attempts are counted by our policy.
+_TRANSIENT = StandardRetryConditions(max_attempts=2**31)
+_RETRY_CONTEXT = RetryEventAdapter()
+_last_request = threading.local()
 
 
 def endpoint_url() -> str | None:
@@ -59,10 +91,47 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def is_broken_body(exc: BaseException) -> bool:
+    """A response body that broke off while being read (worth reading again)."""
+    return isinstance(exc, BROKEN_BODY_ERRORS)
+
+
+def _stamp_start(context: dict[str, Any], **_: Any) -> None:
+    context.setdefault(_STARTED, time.monotonic())
+
+
+def _needs_retry(attempts: int, request_dict: dict[str, Any], **kwargs: Any) -> float | None:
+    """botocore's ``needs-retry`` hook: the wait before the next try, or None (no retry)."""
+    context = _RETRY_CONTEXT.create_retry_context(
+        attempts=attempts, request_dict=request_dict, **kwargs
+    )
+    _last_request.gave_up_after = None
+    if not _TRANSIENT.is_retryable(context):
+        return None
+    started = request_dict["context"].get(_STARTED, time.monotonic())
+    wait = retry.current_policy().next_delay(attempts, started)
+    if wait is None:
+        _last_request.gave_up_after = attempts
+    return wait
+
+
+def gave_up_after() -> int | None:
+    """How many tries this thread's last request made before the policy gave up (or None)."""
+    return getattr(_last_request, "gave_up_after", None)
+
+
+def _use_retry_policy(client: Any) -> None:
+    """Replace botocore's retry handler with the policy's (see the module docstring)."""
+    events = client.meta.events
+    events.unregister("needs-retry.s3", unique_id="retry-config-s3")
+    events.register("before-call.s3", _stamp_start, unique_id="solarpipe-retry-start")
+    events.register("needs-retry.s3", _needs_retry, unique_id="solarpipe-retry")
+
+
 def _client_config() -> Config:
     return Config(
         region_name=region(),
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=float(os.environ.get("SOLARPIPE_S3_CONNECT_TIMEOUT", "5")),
         read_timeout=60,
         max_pool_connections=64,
@@ -74,7 +143,9 @@ def _client_config() -> Config:
 def _cached_client(endpoint: str | None, key_id: str | None, pid: int) -> Any:
     del key_id, pid  # cache keys only: a new process or new credentials get a new client
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint, config=_client_config())
+    client = session.client("s3", endpoint_url=endpoint, config=_client_config())
+    _use_retry_policy(client)
+    return client
 
 
 def s3_client() -> Any:
@@ -85,11 +156,14 @@ def s3_client() -> Any:
 
 def gdal_options() -> dict[str, str]:
     """GDAL config options that point ``/vsis3/`` (rasterio ``s3://``) at the same endpoint."""
+    policy = retry.current_policy()
     options = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "CPL_VSIL_CURL_USE_HEAD": "NO",
-        "GDAL_HTTP_MAX_RETRY": str(MAX_ATTEMPTS),
-        "GDAL_HTTP_RETRY_DELAY": "1",
+        # GDAL retries the HTTP codes it knows (429, 500, 502-504) and some curl errors itself,
+        # doubling the delay with jitter: the policy's retries and first delay.
+        "GDAL_HTTP_MAX_RETRY": str(policy.attempts - 1),
+        "GDAL_HTTP_RETRY_DELAY": f"{policy.backoff_s:g}",
         "AWS_REGION": region(),
     }
     url = endpoint_url()
@@ -122,12 +196,18 @@ def raster_env() -> Iterator[None]:
         yield
 
 
-def describe_s3_error(exc: Exception, uri: str) -> SolarpipeError:
-    """Turn a botocore exception into one line a user can act on."""
+def describe_s3_error(exc: BaseException, uri: str) -> SolarpipeError:
+    """Turn a botocore exception (or a read the policy gave up on) into one line a user can act
+    on; a transient fault says how many tries it survived."""
+    tries = gave_up_after()
+    if isinstance(exc, retry.GaveUp):
+        exc, tries = exc.cause, exc.attempts
+    after = f"; gave up after {tries} attempts" if tries else ""
     if isinstance(exc, EndpointConnectionError):
         return SolarpipeError(
             f"cannot reach the S3 endpoint {endpoint_url() or 'AWS'} for {uri} "
             f"(is the server running? set {ENDPOINT_VARIABLE} or start `solarpipe s3 serve`)"
+            f"{after}"
         )
     if isinstance(exc, NoCredentialsError):
         if not endpoint_url():
@@ -140,21 +220,31 @@ def describe_s3_error(exc: Exception, uri: str) -> SolarpipeError:
             f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchBucket",):
-            return NotFoundError(f"bucket does not exist: {uri} (HTTP {status})")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return NotFoundError(f"no such object: {uri} (HTTP {status})")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-            return SolarpipeError(
-                f"S3 rejected the credentials for {uri}: {code} (HTTP {status}); "
-                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-            )
+        return _describe_client_error(exc, uri, after)
+    if is_broken_body(exc):
+        return SolarpipeError(f"S3 read of {uri} broke off: {_first_line(exc)}{after}")
+    return SolarpipeError(f"S3 error on {uri}: {_first_line(exc)}{after}")
+
+
+def _describe_client_error(exc: ClientError, uri: str, after: str) -> SolarpipeError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchBucket",):
+        return NotFoundError(f"bucket does not exist: {uri} (HTTP {status})")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return NotFoundError(f"no such object: {uri} (HTTP {status})")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
         return SolarpipeError(
-            f"S3 error on {uri}: {code} {error.get('Message', '')} (HTTP {status})"
+            f"S3 rejected the credentials for {uri}: {code} (HTTP {status}); "
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         )
-    if isinstance(exc, BotoCoreError):
-        return SolarpipeError(f"S3 error on {uri}: {exc}")
-    return SolarpipeError(f"{uri}: {exc}")
+    if code == "PreconditionFailed":
+        return SolarpipeError(f"{uri} changed while it was read (HTTP {status}): run again")
+    message = error.get("Message", "")
+    return SolarpipeError(f"S3 error on {uri}: {code} {message} (HTTP {status}{after})")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

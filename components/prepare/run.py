@@ -31,6 +31,7 @@ from components.raster.reader import (
     open_raster,
     read_tile,
 )
+from components.raster.retrying import RetryingDataset
 from components.raster.tiling import plan_windows, tile_key
 
 log = get_logger(__name__)
@@ -102,9 +103,13 @@ class TileWriter:
 
     def __call__(self, window: TileWindow) -> tuple[TileRecord | None, bool]:
         """The tile's manifest record (None when all nodata) and whether it was uploaded."""
-        with open_raster(self.raster.uri) as dataset:
-            rgb, all_nodata = read_tile(dataset, window, self.params.uint16_max, self.params.nodata)
-            transform = dataset.window_transform(as_rasterio_window(window))
+        with RetryingDataset(self.raster.uri, open_raster) as raster:
+            rgb, all_nodata = raster.read(
+                lambda dataset: read_tile(
+                    dataset, window, self.params.uint16_max, self.params.nodata
+                )
+            )
+            transform = raster.dataset.window_transform(as_rasterio_window(window))
         if all_nodata and self.params.skip_nodata:
             return None, False
         png = encode_png(rgb)
