@@ -1,6 +1,7 @@
 """A misbehaving S3 for the fault tests and ``bench/faults.py``: an HTTP proxy on loopback in
 front of the embedded S3 server that, by seeded chance, answers ``503 SlowDown``, resets the
-connection before answering, cuts a response body in the middle, or answers late.
+connection before answering (TCP RST), cuts a response body in the middle (half the bytes, then
+the connection closes), or answers late.
 
 Point a stage at it with ``AWS_ENDPOINT_URL=<proxy.endpoint>``. Every request is forwarded as
 is (the embedded server does not check signatures); faults are drawn per request from one
@@ -68,14 +69,20 @@ class FaultRates:
 
 @dataclass
 class Hold:
-    """Requests matching ``method`` and ``path`` (a regex) wait here until the proxy stops."""
+    """The ``nth`` request matching ``method`` and ``path`` (a regex), and every later one,
+    wait here until the proxy stops; ``arrived`` is set when the first of them comes."""
 
     method: str
     path: re.Pattern[str]
+    nth: int = 1
+    seen: int = 0
     arrived: threading.Event = field(default_factory=threading.Event)
 
-    def matches(self, method: str, path: str) -> bool:
-        return method == self.method and bool(self.path.search(path))
+    def parks(self, method: str, path: str) -> bool:
+        if method != self.method or not self.path.search(path):
+            return False
+        self.seen += 1
+        return self.seen >= self.nth
 
 
 class FaultProxy:
@@ -94,6 +101,7 @@ class FaultProxy:
         self.selector = selector
         self.counts: Counter[str] = Counter()
         self.requests = 0
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of ranged GETs
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._holds: list[Hold] = []
@@ -123,8 +131,8 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def hold(self, method: str, path_pattern: str) -> Hold:
-        held = Hold(method, re.compile(path_pattern))
+    def hold(self, method: str, path_pattern: str, nth: int = 1) -> Hold:
+        held = Hold(method, re.compile(path_pattern), nth)
         with self._lock:
             self._holds.append(held)
         return held
@@ -155,7 +163,7 @@ class FaultProxy:
 
     def park_if_held(self, method: str, path: str) -> None:
         with self._lock:
-            held = next((h for h in self._holds if h.matches(method, path)), None)
+            held = next((h for h in self._holds if h.parks(method, path)), None)
         if held is not None:
             held.arrived.set()
             self._stopped.wait()
@@ -205,6 +213,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         body = self._request_body()
         proxy = self.proxy
+        if self.headers.get("Range"):
+            proxy.ranges.append((self.path, self.headers["Range"]))
         proxy.park_if_held(self.command, self.path)
         fault, late = proxy.draw(self.command, self.path)
         if late:
@@ -263,7 +273,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         self.wfile.write(payload[:cut_at])
         self.wfile.flush()
-        self._reset()
+        self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Close the connection in order (FIN): the client gets every byte sent, then EOF."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.close()
+        except OSError:
+            pass
 
     def _reset(self) -> None:
         """Drop the connection with a TCP reset (what a dying load balancer does)."""

@@ -75,8 +75,7 @@ def forget_cached_bytes(raster_uri: str) -> None:
 
 
 def open_dataset(raster_uri: str) -> Any:
-    """``rasterio.open``, retried on a remote raster (inside ``raster_env``); a failure that
-    outlives the policy is raised as GDAL's last error."""
+    """``rasterio.open``, retried on a remote raster (inside ``raster_env``)."""
     if vsi_path(raster_uri) is None:
         return rasterio.open(raster_uri)
     try:
@@ -87,7 +86,10 @@ def open_dataset(raster_uri: str) -> Any:
             before_retry=lambda: forget_cached_bytes(raster_uri),
         )
     except retry.GaveUp as exc:
-        raise exc.cause from exc
+        raise SolarpipeError(
+            f"cannot open {raster_uri}: {gdal_cause(exc.cause)} "
+            f"(gave up after {exc.attempts} attempts)"
+        ) from exc
 
 
 class RetryingDataset:
@@ -119,9 +121,10 @@ class RetryingDataset:
         self._open()
 
     def read(self, function: Callable[[Any], T]) -> T:
-        if not self.remote:
-            return function(self.dataset)
+        """``function(dataset)``; a GDAL failure ends as one error naming the raster."""
         try:
+            if not self.remote:
+                return function(self.dataset)
             return retry.call(
                 lambda: function(self.dataset), is_transient, self.uri, before_retry=self._reopen
             )
@@ -130,3 +133,5 @@ class RetryingDataset:
                 f"reading {self.uri} failed: {gdal_cause(exc.cause)} "
                 f"(gave up after {exc.attempts} attempts)"
             ) from exc
+        except RasterioError as exc:
+            raise SolarpipeError(f"reading {self.uri} failed: {gdal_cause(exc)}") from exc
