@@ -107,10 +107,19 @@ def run_stage(
 
 
 def start_stage(
-    stage: str, root: str, endpoint: str | None = None, prefix: tuple[str, ...] = (), **env: str
+    stage: str,
+    root: str,
+    endpoint: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    pause_at: tuple[str, ...] = (),
+    **env: str,
 ) -> subprocess.Popen[str]:
-    """The stage in the background (``prefix``: arguments before ``-m``, e.g. a pause hook)."""
-    command = [sys.executable, *prefix, "-m", f"components.{stage}", *stage_args(stage, root)]
+    """The stage in the background; ``pause_at``: ``(marker, target, pattern, nth)`` of
+    ``tests/pause_hook.py``."""
+    hook = ("-m", "tests.pause_hook", *pause_at) if pause_at else ()
+    command = [
+        sys.executable, *hook, "-m", f"components.{stage}", *stage_args(stage, root), *extra_args
+    ]  # fmt: skip
     return subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

@@ -47,6 +47,17 @@ def restore_interrupted_swap(target: Path) -> None:
         os.replace(backup, target)
 
 
+def staging_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def remove_stale_staging(target: Path) -> None:
+    """Remove the staging folders that killed writers of ``target`` left behind."""
+    for stale in target.parent.glob(f"{staging_prefix(target)}*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def swap_in_folder(staging: Path, target: Path) -> None:
     """Make the complete folder ``staging`` appear at ``target``; the old one is removed."""
     restore_interrupted_swap(target)

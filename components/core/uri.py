@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from components.core import retry
 from components.core.errors import NotFoundError, SolarpipeError
-from components.core.folders import swap_in_folder
+from components.core.folders import remove_stale_staging, staging_prefix, swap_in_folder
 from components.core.s3 import describe_s3_error, is_broken_body, parse_s3_uri, s3_client
 
 READ_CHUNK = 1 << 20
@@ -276,7 +276,10 @@ def local_output_dir(uri: str) -> Iterator[Path]:
         return
     target = Path(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_stale_staging(target)
+    staging = Path(
+        tempfile.mkdtemp(dir=target.parent, prefix=staging_prefix(target), suffix=".tmp")
+    )
     os.chmod(staging, _umask_mode(directory=True))
     try:
         yield staging
