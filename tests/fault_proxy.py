@@ -94,7 +94,10 @@ class FaultProxy:
         rates: FaultRates,
         seed: int = 0,
         selector: Selector = every_request,
+        first: dict[str, list[str]] | None = None,
     ) -> None:
+        """``first``: faults that the first selected requests of a method get, in order, before
+        chance decides (``{"GET": [CUT, RESET], "PUT": [SLOWDOWN]}``): every kind is met."""
         parsed = urlparse(upstream)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.rates = rates
@@ -103,6 +106,7 @@ class FaultProxy:
         self.requests = 0
         self.ranges: list[tuple[str, str]] = []  # (path, Range header) of ranged GETs
         self._random = random.Random(seed)
+        self._first = {method: list(faults) for method, faults in (first or {}).items()}
         self._lock = threading.Lock()
         self._holds: list[Hold] = []
         self._stopped = threading.Event()
@@ -153,6 +157,8 @@ class FaultProxy:
             rates = self.rates
             late = self._random.random() < rates.latency
             roll = self._random.random()
+            if self._first.get(method):
+                return self._first[method].pop(0), late
         fault = None
         for name, rate in ((SLOWDOWN, rates.slowdown), (RESET, rates.reset), (CUT, rates.cut)):
             if roll < rate:

@@ -195,8 +195,8 @@ def fingerprint(stage: str, root: str) -> Any:
 class Scenario:
     """The scene on S3; each stage's clean output (under ``CLEAN``) is made on first use."""
 
-    def __init__(self, server: EmbeddedS3) -> None:
-        self.server = server
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
         self._clean: dict[str, Any] = {}
 
     def clean(self, stage: str) -> Any:
@@ -206,7 +206,7 @@ class Scenario:
                 ["prepare", "preprocess"] if stage in ("preview", "train", "evaluate") else []
             ):
                 self.clean(needed)
-            done = run_stage(stage, CLEAN, self.server.endpoint)
+            done = run_stage(stage, CLEAN, self.endpoint)
             assert done.returncode == 0, f"clean {stage} failed: {done.stderr[-3000:]}"
             self._clean[stage] = fingerprint(stage, CLEAN)
             if stage == "prepare":
@@ -229,19 +229,19 @@ def _annotate_tiles() -> None:
     )
 
 
-def _upload_fixture_detector(session_dir: Path) -> None:
+def put_scene_and_detector(scratch: Path) -> None:
+    """The scene (raster and truth) and the fixture detector (checkpoint, model.pt) on S3."""
+    from components.synth.geotiff import write_scene
     from tests.detector_fixture import cached_checkpoint, cached_export
 
-    uri_io.upload_file(cached_checkpoint(session_dir), CHECKPOINT)
-    uri_io.upload_file(cached_export(session_dir) / "model.pt", MODEL)
+    ensure_bucket(BUCKET)
+    write_scene(SCENE, SCENE_PX, seed=5)
+    uri_io.upload_file(cached_checkpoint(scratch), CHECKPOINT)
+    uri_io.upload_file(cached_export(scratch) / "model.pt", MODEL)
 
 
 @pytest.fixture(scope="session")
 def scenario(s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     """Scene and fixture detector on the embedded server; clean outputs made on demand."""
-    from components.synth.geotiff import write_scene
-
-    ensure_bucket(BUCKET)
-    write_scene(SCENE, SCENE_PX, seed=5)
-    _upload_fixture_detector(tmp_path_factory.getbasetemp())
-    return Scenario(s3_server)
+    put_scene_and_detector(tmp_path_factory.getbasetemp())
+    return Scenario(s3_server.endpoint)

@@ -46,7 +46,9 @@ def install(marker: str, target: str, pattern: str, nth: int) -> None:
 def main(argv: list[str]) -> None:
     marker, target, pattern, nth, flag, module, *rest = argv
     if flag != "-m":
-        raise SystemExit("usage: python -m tests.pause_hook MARKER TARGET PATTERN NTH -m MODULE ...")
+        raise SystemExit(
+            "usage: python -m tests.pause_hook MARKER TARGET PATTERN NTH -m MODULE ..."
+        )
     install(marker, target, pattern, int(nth))
     sys.argv = [module, *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import logging
 import os
 import threading
 import time
@@ -58,6 +59,7 @@ BROKEN_BODY_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+log = logging.getLogger(__name__)
 _client_lock = threading.Lock()
 _STARTED = "solarpipe_retry_started"
 # Botocore's classification of transient faults; the attempts are counted by our policy.
@@ -112,6 +114,15 @@ def _needs_retry(attempts: int, request_dict: dict[str, Any], **kwargs: Any) -> 
     wait = retry.current_policy().next_delay(attempts, started)
     if wait is None:
         _last_request.gave_up_after = attempts
+        return None
+    cause = context.caught_exception or f"HTTP {context.http_response.status_code}"
+    log.debug(
+        "retrying %s in %.2f s (attempt %d: %s)",
+        context.operation_model.name,
+        wait,
+        attempts,
+        cause,
+    )
     return wait
 
 
