@@ -25,7 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from components.core import retry
 from components.core.errors import NotFoundError, SolarpipeError
 from components.core.folders import remove_stale_staging, staging_prefix, swap_in_folder
-from components.core.s3 import describe_s3_error, is_broken_body, parse_s3_uri, s3_client
+from components.core.s3 import describe_s3_error, parse_s3_uri, s3_client
+from components.core.s3_retries import is_broken_body
 
 READ_CHUNK = 1 << 20
 COMPLETE_MARKER = "_SUCCESS"  # last object of an S3 output folder (Hadoop's and Spark's name)
