@@ -167,12 +167,16 @@ class FaultProxy:
             roll -= rate
         return fault, late
 
-    def park_if_held(self, method: str, path: str) -> None:
+    def park_if_held(self, method: str, path: str) -> bool:
+        """Park a held request until the proxy stops; True when it was parked (and must then be
+        dropped, never forwarded: its client was killed meanwhile)."""
         with self._lock:
             held = next((h for h in self._holds if h.parks(method, path)), None)
-        if held is not None:
-            held.arrived.set()
-            self._stopped.wait()
+        if held is None:
+            return False
+        held.arrived.set()
+        self._stopped.wait()
+        return True
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -221,7 +225,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         proxy = self.proxy
         if self.headers.get("Range"):
             proxy.ranges.append((self.path, self.headers["Range"]))
-        proxy.park_if_held(self.command, self.path)
+        if proxy.park_if_held(self.command, self.path):
+            self._reset()
+            return
         fault, late = proxy.draw(self.command, self.path)
         if late:
             proxy.count(LATENCY)
