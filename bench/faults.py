@@ -4,10 +4,11 @@ The embedded S3 server runs in its own process (``solarpipe s3 serve``); the fau
 tests (``tests/fault_proxy.py``) runs here, in front of it, and answers ``--rate`` of the
 requests with a fault (503 SlowDown, a reset before the answer, a body cut in the middle, in
 equal shares) and ``--rate`` of them late (``--latency-s``). Each stage runs as a subprocess, as
-orchestrators run it, on the small scene of the fault tests, under the default retry policy
-(``core/retry.py``: 5 attempts, backoff from 0.25 s with full jitter); clean and faulty runs
-alternate, ``--repeat`` times, and the median wall time of each is compared. The clean run is
-the bound: the retries can only add to it. The cost of the retries should stay under 1.5x.
+orchestrators run it, on the scene of the fault tests (``--size`` px, 128 px tiles), under the
+default retry policy (``core/retry.py``: 5 attempts, backoff from 0.25 s with full jitter);
+clean and faulty runs alternate, ``--repeat`` times, and the median wall time of each is
+compared. The clean run is the bound: the retries can only add to it. The cost of the retries
+should stay under 1.5x.
 
 Usage: nice python bench/faults.py [--rate 0.1] [--repeat 3] [--stages prepare,detect]
 """
@@ -116,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-s", type=float, default=0.05, help="delay of a late answer")
     parser.add_argument("--repeat", type=int, default=3, help="clean and faulty runs per stage")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
+    parser.add_argument("--size", type=int, default=1024, help="scene edge in pixels")
     args = parser.parse_args(argv)
     server = start_embedded_s3_process((BUCKET,))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-faults-") as scratch:
-            put_scene_and_detector(Path(scratch))
+            put_scene_and_detector(Path(scratch), args.size)
         scenario = Scenario(os.environ["AWS_ENDPOINT_URL"])
         rates = FaultRates.uniform(args.rate, latency_s=args.latency_s)
         with FaultProxy(scenario.endpoint, rates, seed=10) as proxy:

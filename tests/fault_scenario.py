@@ -229,13 +229,13 @@ def _annotate_tiles() -> None:
     )
 
 
-def put_scene_and_detector(scratch: Path) -> None:
+def put_scene_and_detector(scratch: Path, size: int = SCENE_PX) -> None:
     """The scene (raster and truth) and the fixture detector (checkpoint, model.pt) on S3."""
     from components.synth.geotiff import write_scene
     from tests.detector_fixture import cached_checkpoint, cached_export
 
     ensure_bucket(BUCKET)
-    write_scene(SCENE, SCENE_PX, seed=1)  # 6 of its 16 tiles hold panels
+    write_scene(SCENE, size, seed=1)  # at 512 px, 6 of its 16 tiles hold panels
     uri_io.upload_file(cached_checkpoint(scratch), CHECKPOINT)
     uri_io.upload_file(cached_export(scratch) / "model.pt", MODEL)
 
