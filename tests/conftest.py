@@ -42,3 +42,7 @@ def bucket(s3_server: EmbeddedS3) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     ensure_bucket(name)
     return name
+
+
+# The scene, detector and clean stage outputs of the fault and kill tests (built once).
+from tests.fault_scenario import scenario  # noqa: E402, F401

@@ -59,7 +59,8 @@ def test_export_from_s3_to_s3_writes_model_archive_and_summary(
     assert run_export(f"s3://{bucket}/train/model.ckpt", out) == 0
 
     names = sorted(uri_io.basename(o.uri) for o in uri_io.list_objects(out))
-    assert names == ["export.json", "model.pt", "solar_panel_detector.tar.gz"]
+    assert names == ["_SUCCESS", "export.json", "model.pt", "solar_panel_detector.tar.gz"]
+    assert set(uri_io.read_json(f"{out}/_SUCCESS")["files"]) == set(names[1:])
     model = load_scripted_model(out)  # the prefix: model.pt inside it
     assert (model.arch, model.image_size, list(model.classes)) == (ARCH, IMAGE_SIZE, CLASSES)
     assert model.score_threshold == pytest.approx(0.3)

@@ -1,5 +1,7 @@
 """The k8s/ kustomizations: rendered with kustomize, valid against the Kubernetes schemas, and in
-step with the pipeline's params (namespace, Secret, service account, GPU pool).
+step with the pipeline's params (namespace, Secret, service account, GPU pool); the least
+privilege of every solarpipe container (read-only root, no capabilities) and the admission
+policy that enforces it on the pipeline's pods.
 
 Rendering uses the kustomize built into ``kubectl`` (``kubectl kustomize``: no cluster needed);
 validation uses ``kubernetes-validate`` (the API's OpenAPI schemas, strict: unknown fields fail).
@@ -23,8 +25,25 @@ from components.core.params import load_params
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-KUSTOMIZATIONS = ["base", "stage-job", "overlays/gpu", "secret", "serving", "overlays/serving-gpu"]
+KUSTOMIZATIONS = [
+    "base",
+    "stage-job",
+    "overlays/gpu",
+    "secret",
+    "policy",
+    "serving",
+    "overlays/serving-gpu",
+]
 PROFILE_OVERLAY = "overlays/kubeflow-profile"
+# MutatingAdmissionPolicy is admissionregistration.k8s.io/v1 from Kubernetes 1.36.
+MUTATING_POLICY_VERSION = "1.36.0"
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+}
 KUBEFLOW = load_params(REPO / "params.yaml").kubeflow
 
 # scripts/test.sh installs kubectl and sets SOLARPIPE_REQUIRE_KUBECTL=1: in CI this never skips.
@@ -74,12 +93,17 @@ def test_every_rendered_manifest_is_valid_for_kubernetes(rendered) -> None:
     for name, docs in rendered.items():
         assert docs, f"{name} rendered nothing"
         for doc in docs:
+            version = (
+                MUTATING_POLICY_VERSION
+                if doc["kind"].startswith("MutatingAdmissionPolicy")
+                else KUBERNETES_VERSION
+            )
             try:
-                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+                kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
             checked += 1
-    assert checked >= 9
+    assert checked >= 13
 
 
 def test_namespaced_objects_live_in_the_pipeline_namespace(rendered) -> None:
@@ -87,6 +111,8 @@ def test_namespaced_objects_live_in_the_pipeline_namespace(rendered) -> None:
         for doc in docs:
             if doc["kind"] == "Namespace":
                 assert doc["metadata"]["name"] == KUBEFLOW.namespace
+            elif doc["kind"] in CLUSTER_SCOPED:
+                assert "namespace" not in doc["metadata"], (name, doc["kind"])
             else:
                 assert doc["metadata"]["namespace"] == KUBEFLOW.namespace, (name, doc["kind"])
 
@@ -296,3 +322,83 @@ def test_serving_gpu_overlay_matches_the_pipeline_gpu_params(rendered) -> None:
     assert container["resources"]["limits"][gpu.accelerator_type] == str(gpu.accelerator_limit)
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # the base, patched
     assert spec["securityContext"]["runAsNonRoot"] is True
+
+
+def _stage_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The containers of a pod spec that run a solarpipe image (what the policy selects)."""
+    return [c for c in spec["containers"] if c["image"].rsplit("/", 1)[-1].startswith("solarpipe-")]
+
+
+def _least_privilege_problems(container: dict[str, Any]) -> list[str]:
+    """What the admission policy would refuse in one container (its rules, read by hand)."""
+    context = container.get("securityContext", {})
+    problems = []
+    if context.get("readOnlyRootFilesystem") is not True:
+        problems.append("root filesystem writable")
+    if context.get("allowPrivilegeEscalation") is not False:
+        problems.append("privilege escalation allowed")
+    if "ALL" not in context.get("capabilities", {}).get("drop", []) or context.get(
+        "capabilities", {}
+    ).get("add"):
+        problems.append("capabilities kept")
+    mounts = container.get("volumeMounts", [])
+    if not any(m["mountPath"] == "/tmp" and not m.get("readOnly") for m in mounts):
+        problems.append("no writable /tmp")
+    return problems
+
+
+def test_every_solarpipe_container_runs_with_least_privilege(rendered) -> None:
+    checked = 0
+    for name in ("stage-job", "overlays/gpu", "base"):
+        for doc in rendered[name]:
+            if doc["kind"] not in ("Job", "Deployment"):
+                continue
+            spec = doc["spec"]["template"]["spec"]
+            volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+            for container in _stage_containers(spec):
+                assert _least_privilege_problems(container) == [], (name, doc["kind"])
+                tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+                assert "emptyDir" in volumes[tmp["name"]]
+                checked += 1
+    assert checked >= 2
+
+
+def test_labelstudio_runs_on_a_read_only_root_without_capabilities(rendered) -> None:
+    spec = pod_spec(rendered["base"], "Deployment", "labelstudio")
+    container = spec["containers"][0]
+    assert _least_privilege_problems(container) == []
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        assert "emptyDir" in volumes[mount["name"]] or mount["mountPath"] == "/label-studio/data"
+
+
+def test_policy_binds_to_the_pipeline_namespace_and_denies(rendered) -> None:
+    policy = rendered["policy"]
+    selector = {"matchLabels": {"kubernetes.io/metadata.name": KUBEFLOW.namespace}}
+    for kind in ("ValidatingAdmissionPolicy", "MutatingAdmissionPolicy"):
+        (definition,) = [doc for doc in policy if doc["kind"] == kind]
+        (binding,) = [doc for doc in policy if doc["kind"] == f"{kind}Binding"]
+        assert binding["spec"]["policyName"] == definition["metadata"]["name"]
+        assert binding["spec"]["matchResources"]["namespaceSelector"] == selector
+        assert definition["spec"]["failurePolicy"] == "Fail"
+        rules = definition["spec"]["matchConstraints"]["resourceRules"]
+        assert any("pods" in rule["resources"] and "CREATE" in rule["operations"] for rule in rules)
+    (validating,) = [doc for doc in policy if doc["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert validating["spec"]["validationActions"] == ["Deny"]
+
+
+def test_policy_requires_what_the_mutation_sets(rendered) -> None:
+    """Each rule of the validating policy names a field that the mutating policy sets."""
+    policy = {doc["kind"]: doc for doc in rendered["policy"]}
+    rules = " ".join(
+        check["expression"] for check in policy["ValidatingAdmissionPolicy"]["spec"]["validations"]
+    )
+    (mutation,) = policy["MutatingAdmissionPolicy"]["spec"]["mutations"]
+    applied = mutation["applyConfiguration"]["expression"]
+    for required, set_by_mutation in (
+        ("readOnlyRootFilesystem == true", "readOnlyRootFilesystem: true"),
+        ("allowPrivilegeEscalation == false", "allowPrivilegeEscalation: false"),
+        ("drop.exists(d, d == 'ALL')", 'drop: ["ALL"]'),
+        ("m.mountPath == '/tmp'", 'mountPath: "/tmp"'),
+    ):
+        assert required in rules and set_by_mutation in applied, required

@@ -171,7 +171,9 @@ class TrainParams(Section):
     on_missing_image: Literal["fail", "skip"] = Field(
         "fail", description="a tile missing on S3 fails the run or is skipped with a count"
     )
-    fetch_attempts: int = Field(3, gt=0, description="tries per tile GET before giving up")
+    fetch_attempts: int = Field(
+        0, ge=0, description="tries per tile GET; 0 = SOLARPIPE_S3_MAX_ATTEMPTS (default 5)"
+    )
     augment: bool = Field(True, description="random flips, 90° turns and colour jitter")
     color_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter strength; 0 = off")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")

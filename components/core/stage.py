@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from components.core import uri as uri_io
-from components.core.errors import SolarpipeError, UsageError
-from components.core.logs import get_logger, setup_logging
+from components.core.errors import SolarpipeError, UsageError, is_runtime_fault, one_line
+from components.core.logs import get_logger, redact, setup_logging
 from components.core.params import Section, load_params, params_digest, stage_params
 from components.core.stages import Stage, stage
 
@@ -55,14 +55,15 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def report_error(program: str, exc: BaseException, verbose: bool) -> None:
-    """Print one line naming the cause; the traceback only with ``-v``."""
+    """Print one line naming the cause (secrets masked); the traceback only with ``-v``."""
     if verbose:
         get_logger(program).exception("failed")
-    print(f"{program}: error: {exc}", file=sys.stderr)
+    print(f"{program}: error: {redact(one_line(exc))}", file=sys.stderr)
 
 
 def run_guarded(program: str, verbose: bool, body: Callable[[], None]) -> int:
-    """Run ``body`` and map expected failures to exit statuses."""
+    """Run ``body`` and map expected failures (ours, and the I/O, S3 and raster faults of the
+    libraries, also from worker threads and DataLoader workers) to exit statuses."""
     try:
         body()
     except SolarpipeError as exc:
@@ -71,6 +72,11 @@ def run_guarded(program: str, verbose: bool, body: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_runtime_fault(exc):
+            raise
+        report_error(program, exc, verbose)
+        return 1
     return 0
 
 

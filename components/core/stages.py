@@ -118,9 +118,7 @@ STAGES: tuple[Stage, ...] = (
         retried=True,
         resources=Resources("1", "4", "2Gi", "8Gi"),
         inputs=(
-            Option(
-                "raster", "data.raster", "GeoTIFF/VRT URI, or a prefix/ of GeoTIFFs (a mosaic)"
-            ),
+            Option("raster", "data.raster", "GeoTIFF/VRT URI, or a prefix/ of GeoTIFFs (a mosaic)"),
         ),
         outputs=(
             Option("tiles", "data.tiles", "URI prefix the PNG tiles go to"),
@@ -233,9 +231,7 @@ STAGES: tuple[Stage, ...] = (
         retried=True,
         resources=Resources("2", "4", "8Gi", "16Gi"),
         inputs=(
-            Option(
-                "raster", "data.raster", "GeoTIFF/VRT URI, or a prefix/ of GeoTIFFs (a mosaic)"
-            ),
+            Option("raster", "data.raster", "GeoTIFF/VRT URI, or a prefix/ of GeoTIFFs (a mosaic)"),
             Option("model", "export", "export folder/prefix URI, or the model.pt in it"),
         ),
         outputs=(

@@ -2,7 +2,9 @@
 
 Stage code only ever sees URIs; nothing outside this module branches on the scheme. Writes
 are atomic: a local file is written under a temporary name and renamed; an S3 object appears
-only when its upload completes.
+only when its upload completes (s3transfer aborts a multipart upload that fails). Every S3
+request is retried by the policy of ``core/retry.py`` (see ``core/s3.py``); a body that breaks
+while it is read is read again from the byte where it broke, pinned to the same ETag.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,14 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from components.core import retry
 from components.core.errors import NotFoundError, SolarpipeError
+from components.core.folders import remove_stale_staging, staging_prefix, swap_in_folder
 from components.core.s3 import describe_s3_error, parse_s3_uri, s3_client
+from components.core.s3_retries import is_broken_body
+
+READ_CHUNK = 1 << 20
+COMPLETE_MARKER = "_SUCCESS"  # last object of an S3 output folder (Hadoop's and Spark's name)
 
 
 @dataclass(frozen=True)
@@ -66,15 +74,39 @@ def with_suffix(uri: str, suffix: str) -> str:
 def _s3_call(uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, retry.GaveUp) as exc:
         raise describe_s3_error(exc, uri) from exc
+    except Exception as exc:
+        if is_broken_body(exc):
+            raise describe_s3_error(exc, uri) from exc
+        raise
+
+
+def _stream_object(uri: str, write: Callable[[bytes], object]) -> None:
+    """Hand every byte of an S3 object to ``write`` once, in order; a body that breaks is read
+    on from where it broke (``Range``, ``IfMatch`` the first ETag) under the retry policy."""
+    bucket, key = parse_s3_uri(uri)
+    client = s3_client()
+    state = {"received": 0, "etag": None}
+
+    def read_rest() -> None:
+        extra = {}
+        if state["received"]:
+            extra = {"Range": f"bytes={state['received']}-", "IfMatch": state["etag"]}
+        response = client.get_object(Bucket=bucket, Key=key, **extra)
+        state["etag"] = state["etag"] or response["ETag"]
+        for chunk in response["Body"].iter_chunks(READ_CHUNK):
+            write(chunk)
+            state["received"] += len(chunk)
+
+    _s3_call(uri, retry.call, read_rest, is_broken_body, uri)
 
 
 def read_bytes(uri: str) -> bytes:
     if is_s3(uri):
-        bucket, key = parse_s3_uri(uri)
-        response = _s3_call(uri, s3_client().get_object, Bucket=bucket, Key=key)
-        return response["Body"].read()
+        chunks: list[bytes] = []
+        _stream_object(uri, chunks.append)
+        return b"".join(chunks)
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError as exc:
@@ -235,48 +267,72 @@ def _copy_local(source: str | Path, uri: str) -> None:
 def download_file(uri: str, local_path: str | Path) -> None:
     """Copy a URI to a local file."""
     Path(local_path).parent.mkdir(parents=True, exist_ok=True)
-    if is_s3(uri):
-        bucket, key = parse_s3_uri(uri)
-        _s3_call(uri, s3_client().download_file, bucket, key, str(local_path))
+    if not is_s3(uri):
+        if not Path(uri).exists():
+            raise NotFoundError(f"no such file: {uri}")
+        _copy_local(uri, str(local_path))
         return
-    if not Path(uri).exists():
-        raise NotFoundError(f"no such file: {uri}")
-    shutil.copyfile(uri, local_path)
-
-
-def upload_tree(local_dir: str | Path, prefix: str) -> None:
-    """Copy every file below a local folder to a URI prefix (keeps relative paths)."""
-    root = Path(local_dir)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        upload_file(path, join(prefix, path.relative_to(root).as_posix()))
+    target = Path(local_path)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            _stream_object(uri, handle.write)
+        os.chmod(tmp_name, _umask_mode())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
 def local_output_dir(uri: str) -> Iterator[Path]:
     """A local folder to write a stage's output folder into, published to ``uri`` on success.
 
-    Local target: the folder is built next to the target and swapped in by rename, so the old
-    output stays whole until the new one is complete. S3 target: files are uploaded after the
-    block finishes without error.
+    Local target: the folder is built next to the target and swapped in at once
+    (``core/folders.py``), so the old output stays whole until the new one is complete. S3
+    target: see :func:`publish_folder`.
     """
     if is_s3(uri):
         with tempfile.TemporaryDirectory(prefix="solarpipe-out-") as tmp:
             yield Path(tmp)
-            upload_tree(tmp, uri)
+            publish_folder(tmp, uri)
         return
     target = Path(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_stale_staging(target)
+    staging = Path(
+        tempfile.mkdtemp(dir=target.parent, prefix=staging_prefix(target), suffix=".tmp")
+    )
     os.chmod(staging, _umask_mode(directory=True))
     try:
         yield staging
-        backup = target.with_name(f".{target.name}.old")
-        if backup.exists():
-            shutil.rmtree(backup)
-        if target.exists():
-            os.replace(target, backup)
-        os.replace(staging, target)
-        shutil.rmtree(backup, ignore_errors=True)
+        swap_in_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(local_dir: str | Path, prefix: str) -> None:
+    """Replace the S3 folder ``prefix`` with the files of ``local_dir``.
+
+    S3 cannot swap many objects at once, so the folder says whether it is whole: its
+    ``_SUCCESS`` object goes first and comes back last, listing every file; objects of the old
+    output that the new one lacks are deleted before it. A publish killed half-way leaves no
+    ``_SUCCESS``, and the stage's rerun completes the folder.
+    """
+    _, key_prefix = parse_s3_uri(prefix)
+    if not key_prefix.strip("/"):
+        raise SolarpipeError(f"an output folder must be below the bucket's root: {prefix}")
+    marker = join(prefix, COMPLETE_MARKER)
+    old = {info.uri for info in list_objects(prefix)}
+    if marker in old:
+        delete(marker)
+    root = Path(local_dir)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    new = {join(prefix, path.relative_to(root).as_posix()): path for path in files}
+    for file_uri, path in new.items():
+        upload_file(path, file_uri)
+    for stale in sorted(old - set(new) - {marker}):
+        delete(stale)
+    listing = {u.removeprefix(prefix.rstrip("/") + "/"): p.stat().st_size for u, p in new.items()}
+    write_json(marker, {"files": listing})

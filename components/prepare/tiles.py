@@ -21,6 +21,7 @@ from PIL import Image
 from components.core import uri as uri_io
 from components.core.manifest import TileRecord, TileWindow
 from components.raster.reader import as_rasterio_window, open_raster, read_tile
+from components.raster.retrying import RetryingDataset
 from components.raster.tiling import tile_key
 
 # zlib level 1 with PIL's adaptive row filters: the same decoded pixels as level 6, 1.9x faster
@@ -58,7 +59,8 @@ class TileWorker:
     def __init__(self, job: TileJob) -> None:
         self.job = job
         self.stack = ExitStack()
-        self.dataset = self.stack.enter_context(open_raster(job.gdal_source))
+        # a remote raster's window reads are retried by reopening it (a mosaic's VRT is not)
+        self.raster = self.stack.enter_context(RetryingDataset(job.gdal_source, open_raster))
         self.uploads = self.stack.enter_context(
             ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="tile-upload")
         )
@@ -70,7 +72,11 @@ class TileWorker:
         """Each window's record (None when all nodata and skipped) and whether it was uploaded."""
         staged: list[tuple[TileRecord | None, Future | None]] = []
         for window, previous in items:
-            rgb, all_nodata = read_tile(self.dataset, window, self.job.uint16_max, self.job.nodata)
+            rgb, all_nodata = self.raster.read(
+                lambda dataset, window=window: read_tile(
+                    dataset, window, self.job.uint16_max, self.job.nodata
+                )
+            )
             if all_nodata and self.job.skip_nodata:
                 staged.append((None, None))
                 continue
@@ -82,7 +88,7 @@ class TileWorker:
 
     def record(self, window: TileWindow, png: bytes) -> TileRecord:
         key = tile_key(self.job.scene, window)
-        transform = self.dataset.window_transform(as_rasterio_window(window))
+        transform = self.raster.dataset.window_transform(as_rasterio_window(window))
         return TileRecord(
             key=key,
             uri=uri_io.join(self.job.tiles_prefix, key),

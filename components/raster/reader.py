@@ -21,6 +21,7 @@ from components.core import uri as uri_io
 from components.core.errors import NotFoundError, SolarpipeError
 from components.core.manifest import TileWindow
 from components.core.s3 import raster_env
+from components.raster.retrying import gdal_cause, open_dataset
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,15 @@ def open_raster(raster_uri: str) -> Iterator[rasterio.DatasetReader]:
     """Open a raster (URI or VRT document) inside the S3-aware GDAL environment, one-line errors."""
     with raster_env():
         try:
-            dataset = rasterio.open(raster_uri)
+            dataset = open_dataset(raster_uri)
         except RasterioIOError as exc:
             if raster_uri.startswith("<VRTDataset"):
                 raise SolarpipeError(f"cannot read the mosaic: {exc}") from exc
             if not uri_io.exists(raster_uri):
                 raise NotFoundError(f"raster does not exist: {raster_uri}") from exc
-            raise SolarpipeError(f"not a raster GDAL can read: {raster_uri}") from exc
+            raise SolarpipeError(
+                f"not a raster GDAL can read: {raster_uri} ({gdal_cause(exc)})"
+            ) from exc
         with dataset:
             yield dataset
 

@@ -24,8 +24,9 @@ PUBLISH_INTERVAL_S = 60.0
 
 
 class PublishLastCheckpoint(Callback):
-    """Copy ``last.ckpt`` to ``<out>/last.ckpt`` after the first epoch, then at most every
-    ``PUBLISH_INTERVAL_S`` and when training is interrupted, so ``--resume`` finds it even on
+    """Copy ``last.ckpt`` to ``<out>/last.ckpt`` (atomically: ``uri.upload_file``) when the
+    second epoch starts, then at most every ``PUBLISH_INTERVAL_S`` and when training is
+    interrupted, so ``--resume`` finds it even on
     another machine; forget a best checkpoint that a resumed run cannot see."""
 
     def __init__(self, out_uri: str, last: ModelCheckpoint, best: ModelCheckpoint) -> None:
@@ -49,16 +50,20 @@ class PublishLastCheckpoint(Callback):
             self.best.kth_value = torch.tensor(float("-inf"))
 
     def _publish(self, trainer: Trainer) -> None:
-        if not trainer.is_global_zero or not self.last.last_model_path:
+        if not trainer.is_global_zero or not self.last.dirpath:
             return
-        path = Path(self.last.last_model_path)
+        path = Path(self.last.dirpath) / LAST_CHECKPOINT
         if not path.exists() or path.stat().st_mtime == self._published_mtime:
             return
         uri_io.upload_file(path, uri_io.join(self.out_uri, LAST_CHECKPOINT))
         self._published_mtime = path.stat().st_mtime
         self._published_at = time.monotonic()
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Not at the end of an epoch: Lightning runs ModelCheckpoint's hooks after every other
+        # callback's, so last.ckpt of the ending epoch is not written yet there (measured: the
+        # published one lagged an epoch behind). The end of the last epoch is published with
+        # the whole output folder.
         if time.monotonic() - self._published_at >= PUBLISH_INTERVAL_S:
             self._publish(trainer)
 

@@ -1,8 +1,8 @@
 """The train stage's work: set up the data, model and Lightning trainer, fit, write the outputs.
 
 Lightning writes checkpoints and logs into a local work folder named after ``--out``;
-``last.ckpt`` is copied to ``<out>/last.ckpt`` after every epoch (the ``--resume`` point,
-local or S3) and the finished folder is published to ``--out`` in one step at the end.
+``last.ckpt`` is copied to ``<out>/last.ckpt`` as the next epoch starts (the ``--resume`` point,
+local or S3) and the finished folder is published to ``--out`` at the end (``uri.local_output_dir``).
 """
 
 from __future__ import annotations
@@ -113,7 +113,11 @@ def build_trainer(
         save_weights_only=True,
         auto_insert_metric_name=False,
     )
-    last = ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True)
+    # Every epoch's end as last.ckpt, overwritten. (save_top_k=0 with save_last=True writes it
+    # only when training ends in Lightning 2.6: nothing to resume from after a kill, measured.)
+    last = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False
+    )
     tty = sys.stderr.isatty()
     record = TrainingRecord(print_lines=not tty)
     callbacks: list[Any] = [
@@ -149,7 +153,7 @@ def build_trainer(
         use_distributed_sampler=False,
         num_sanity_val_steps=1,
     )
-    return trainer, {"best": best, "last": last, "record": record}
+    return trainer, {"best": best, "record": record}
 
 
 def _number(value: Any) -> float | None:
@@ -183,7 +187,7 @@ def collect_metrics(trainer: Any, parts: dict[str, Any]) -> dict[str, Any]:
 def write_outputs(
     out_uri: str, work_dir: Path, parts: dict[str, Any], metrics: dict[str, Any], params: Params
 ) -> None:
-    last_path = Path(parts["last"].last_model_path or work_dir / "checkpoints" / LAST_CHECKPOINT)
+    last_path = work_dir / "checkpoints" / LAST_CHECKPOINT
     best_path = Path(parts["best"].best_model_path) if parts["best"].best_model_path else None
     if best_path is None or not best_path.exists():
         log.warning("no validated checkpoint: model.ckpt is the last one")
