@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from shapely import STRtree
+from stages import run_stage  # bench/stages.py (this script's folder)
 from torchvision.ops import box_iou
 
 from components.core import uri as uri_io
@@ -48,6 +49,8 @@ from components.labelstudio.task_pages import TaskRef
 from components.ml.dataset import decode_tile
 from components.ml.scripted import load_scripted_model
 from components.synth.geotiff import write_scene
+
+stage = partial(run_stage, bench="labeling")
 
 MATCH_IOU = 0.5
 LABEL = "solar_panel"
@@ -81,18 +84,6 @@ class PoolTile:
     truth: list[tuple[float, float, float, float]]
     proposals: list[tuple[float, float, float, float]]
     priority: float
-
-
-def stage(name: str, *options: str, overrides: list[str]) -> float:
-    """Run one stage through its contract; its wall time in seconds."""
-    command = [sys.executable, "-m", f"components.{name}", *options]
-    for override in overrides:
-        command += ["--set", override]
-    print(f"labeling: $ {' '.join(command)}", flush=True)
-    started = time.perf_counter()
-    if subprocess.run(command).returncode != 0:
-        raise RuntimeError(f"{name} failed")
-    return time.perf_counter() - started
 
 
 def annotator_effort(proposals: list, truth: list, accept_iou: float) -> Effort:
