@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from components.core import uri as uri_io
@@ -100,7 +101,7 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # --- the tiles and the model ----------------------------------------------------------------
 
 
-def load_task_tile(task: TaskRef, data_key: str, attempts: int = 3) -> Any | None:
+def load_task_tile(task: TaskRef, *, data_key: str, attempts: int = 3) -> Any | None:
     """The task's tile as a uint8 ``C×H×W`` tensor; None when the bucket no longer has it."""
     from components.ml.dataset import FetchOptions, decode_tile, fetch_tile_bytes
 
@@ -227,42 +228,62 @@ def settle(run: PredictRun, uploading: Future[None], outcome: PageOutcome) -> No
     save_record(run.out_uri, record)
 
 
+def settle_quietly(run: PredictRun, in_flight: tuple[Future[None], PageOutcome] | None) -> None:
+    """After a failure: record the page uploading then, if it got in; report nothing else."""
+    if in_flight is None:
+        return
+    try:
+        settle(run, *in_flight)
+    except Exception as late:  # the first failure is the one to report
+        log.debug("the upload before the failure failed too: %s", late)
+
+
+def pipeline(
+    run: PredictRun,
+    pages: Iterator[TaskPage],
+    fetch_pool: ThreadPoolExecutor,
+    upload_pool: ThreadPoolExecutor,
+    bar: Any,
+) -> None:
+    """Infer page n while page n-1 uploads and page n+1's tiles download."""
+    fetch = partial(load_task_tile, data_key=run.target.data_key)
+    in_flight: tuple[Future[None], PageOutcome] | None = None
+    try:
+        for page, fetched in fetched_ahead(pages, fetch_pool, fetch, run.version):
+            outcome = predict_page(run, page, fetched)
+            if in_flight is not None:
+                settle(run, *in_flight)
+            in_flight = (upload_pool.submit(upload, run, outcome.payloads), outcome)
+            bar.update(len(page.tasks))
+    except BaseException:
+        settle_quietly(run, in_flight)
+        raise
+    if in_flight is not None:
+        settle(run, *in_flight)
+
+
 def stream(run: PredictRun) -> None:
     """Predict and upload every unlabeled task after the record's cursor (see the module doc)."""
     params = run.params
-    pages = unlabeled_pages(
-        run.client, run.project.id, run.target.data_key, run.record.after_task_id, params.page_size
-    )
-    first = next(pages, None)
-    if first is None:
-        return
-    fetch_pool = ThreadPoolExecutor(params.workers, thread_name_prefix="tile-fetch")
-    upload_pool = ThreadPoolExecutor(1, thread_name_prefix="predictions-upload")
-    in_flight: tuple[Future[None], PageOutcome] | None = None
-    try:
-        with progress_bar(total=first.remaining, desc="predict", unit="task") as bar:
-            fetch = lambda task: load_task_tile(task, run.target.data_key)  # noqa: E731
-            for page, fetched in fetched_ahead(
-                chain_first(first, pages), fetch_pool, fetch, run.version
-            ):
-                outcome = predict_page(run, page, fetched)
-                if in_flight is not None:
-                    settle(run, *in_flight)
-                in_flight = (upload_pool.submit(upload, run, outcome.payloads), outcome)
-                bar.update(len(page.tasks))
-            if in_flight is not None:
-                settle(run, *in_flight)
-                in_flight = None
-    except BaseException:
-        if in_flight is not None:
-            try:
-                settle(run, *in_flight)  # the page before the failure may well be in
-            except Exception as late:  # the first failure is the one to report
-                log.debug("upload of the page before the failure failed too: %s", late)
-        raise
-    finally:
-        fetch_pool.shutdown(wait=False, cancel_futures=True)
-        upload_pool.shutdown(wait=True)
+    with labelstudio_errors(run.url):  # listing, uploads: one line for any server fault
+        pages = unlabeled_pages(
+            run.client,
+            run.project.id,
+            run.target.data_key,
+            run.record.after_task_id,
+            params.page_size,
+        )
+        first = next(pages, None)
+        if first is None:
+            return
+        fetch_pool = ThreadPoolExecutor(params.workers, thread_name_prefix="tile-fetch")
+        upload_pool = ThreadPoolExecutor(1, thread_name_prefix="predictions-upload")
+        try:
+            with progress_bar(total=first.remaining, desc="predict", unit="task") as bar:
+                pipeline(run, chain_first(first, pages), fetch_pool, upload_pool, bar)
+        finally:
+            fetch_pool.shutdown(wait=False, cancel_futures=True)
+            upload_pool.shutdown(wait=True)
 
 
 def chain_first(first: TaskPage, rest: Iterator[TaskPage]) -> Iterator[TaskPage]:
