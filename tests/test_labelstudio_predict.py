@@ -234,6 +234,16 @@ def test_label_studio_serves_the_tiles_in_priority_order(
         task.id for task in client.tasks.list(project=project.id, view=view.id, resolve_uri=False)
     ]
     assert listed == expected[1:]
+    # "Label Tasks As Displayed" from the tab: the Data Manager sends the tab's filters and order.
+    tab = {"filters": view.data["filters"], "ordering": view.data["ordering"]}
+    served = httpx.post(
+        f"{labelstudio.url}/api/dm/actions?id=next_task&project={project.id}",
+        headers=headers,
+        json=tab,
+        timeout=30,
+    )
+    assert served.status_code == 200 and served.json()["id"] == expected[1]
+    assert served.json()["queue"] == "Data manager queue"
 
 
 def wait_for_export_objects(prefix: str, count: int) -> list[str]:
@@ -383,6 +393,8 @@ def test_a_project_without_storages_is_one_line_and_exit_1(
     assert predict(exported_model, tmp_path / "p", title) == 1
     error = one_error_line(capsys)
     assert "has no S3 import and no S3 export storage" in error and "labelstudio setup" in error
+    assert solarpipe(["labelstudio", "next", "--set", f"labelstudio.title={title}"]) == 1
+    assert "has no model version yet" in one_error_line(capsys)
     assert predict(exported_model, tmp_path / "p", f"nothing {tmp_path.name}") == 1
     assert "no Label Studio project titled" in one_error_line(capsys)
 

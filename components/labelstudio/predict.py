@@ -86,6 +86,8 @@ class PageOutcome:
 
 @dataclass
 class PredictSummary:
+    """What a finished run did, for the command's last lines."""
+
     record: PredictRecord
     record_uri: str
     queue_url: str
