@@ -19,7 +19,6 @@ from components.core import uri as uri_io
 from components.core.errors import UsageError
 from components.labelstudio.export_objects import PixelBox, rectangle_result
 from components.labelstudio.priority import task_score
-from components.ml.scripted import EXPORT_SUMMARY_FILE, model_file_uri
 
 # Label Studio lists a task's model versions joined by commas (SQLite): none may hold one.
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
@@ -61,6 +60,8 @@ def check_run_id(run_id: str) -> str:
 
 def export_identity(model_uri: str) -> str:
     """``name:version`` of the export (``export.json``), else the file's name and content hash."""
+    from components.ml.scripted import EXPORT_SUMMARY_FILE, model_file_uri  # torch: predict only
+
     file_uri = model_file_uri(model_uri)
     summary_uri = uri_io.join(uri_io.parent(file_uri), EXPORT_SUMMARY_FILE)
     if uri_io.exists(summary_uri):
