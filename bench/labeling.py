@@ -283,8 +283,10 @@ def main() -> int:
             extra = f" ({chosen_panels[name]} panels in the K tiles)" if name in arms else ""
             label = {"bound": f"bound: all {len(rest)} pool tiles"}.get(name, f"{name} order")
             print(f"  {label:<30}{scores[name]:>7.3f}{extra}")
-    ratio = scores["uncertainty"] / max(scores["random"], 1e-9)
-    print(f"  uncertainty / random: {ratio:.2f}")
+    if scores["random"] >= 0.01:
+        print(f"  uncertainty / random: {scores['uncertainty'] / scores['random']:.2f}")
+    else:
+        print("  uncertainty / random: n/a (the random-order model learnt nothing: train longer)")
     return 0
 
 
