@@ -17,8 +17,8 @@ priority rule; no server, so Label Studio's time is not in the figures).
    epochs and seed; the test mAP@0.5 of each (evaluate stage) and their ratio. With --bound,
    also a model trained on the whole pool (every tile labelled).
 
-Usage: nice python bench/labeling.py [--size 4096] [--first 48] [--top 32] [--epochs 12]
-    [--seed 0] [--bound] [--set section.key=value ...]
+Usage: nice python bench/labeling.py [--size 3072] [--tile 128] [--first 96] [--top 64]
+    [--epochs 15] [--batch 4] [--seed 0] [--bound] [--set section.key=value ...]
 """
 
 from __future__ import annotations
@@ -213,17 +213,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--size", type=int, default=4096, help="scene edge in px")
+    parser.add_argument("--size", type=int, default=3072, help="scene edge in px")
+    parser.add_argument("--tile", type=int, default=128, help="tile edge = model input, px")
     parser.add_argument("--seed", type=int, default=0, help="scene, split and random order")
-    parser.add_argument("--first", type=int, default=48, help="tiles of the first batch")
-    parser.add_argument("--top", type=int, default=32, help="K: tiles labelled next each way")
-    parser.add_argument("--epochs", type=int, default=12, help="epochs of every training")
+    parser.add_argument("--first", type=int, default=96, help="tiles of the first batch")
+    parser.add_argument("--top", type=int, default=64, help="K: tiles labelled next each way")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs of every training")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per training step")
     parser.add_argument("--accept-iou", type=float, default=0.85, help="IoU a proposal is kept at")
     parser.add_argument("--bound", action="store_true", help="also train on the whole pool")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
     os.environ.setdefault("SOLARPIPE_PROGRESS_INTERVAL", "60")
+    # 128-px tiles at 128 px in: a quarter of the compute of 256 px per tile, panels as large
+    # in pixels; batches of 4: twice the steps for the same compute. The whole run then fits
+    # about an hour of two shared CPU cores.
     overrides = [
+        f"prepare.tile_size={args.tile}",
+        f"train.image_size={args.tile}",
+        f"train.batch_size={args.batch}",
         f"train.epochs={args.epochs}",
         "train.max_minutes=null",
         f"train.seed={args.seed}",
@@ -267,7 +275,8 @@ def main() -> int:
     print(
         f"\nlabeling bench: scene {args.size} px (seed {args.seed}), {len(manifest.tiles)} tiles: "
         f"test {len(test)}, val {len(val)}, first batch {len(first)}, pool {len(rest)}; "
-        f"{params.train.arch} at {params.train.image_size} px, {args.epochs} epochs per training; "
+        f"{params.train.arch} at {params.train.image_size} px, {args.epochs} epochs of batches of "
+        f"{args.batch} per training; "
         f"priority {params.labelstudio.priority}; {os.cpu_count()} cores (shared machine); "
         f"{time.perf_counter() - started:.0f} s in all"
     )
