@@ -9,9 +9,11 @@ priority rule; no server, so Label Studio's time is not in the figures).
 
 1. Effort to label the rest of the pool. A simulated annotator turns each tile's pre-annotation
    into the truth: a proposal overlapping a true panel at IoU >= 0.5 (greedy, highest score
-   first) is accepted as is when its IoU is >= --accept-iou, else moved; other proposals are
-   deleted; panels nobody proposed are drawn. From scratch every panel is drawn. The bound is a
-   perfect model: nothing to edit. Printed: the edits each way and their ratio.
+   first) is taken as is when its IoU is >= 0.7 (or 0.85: both are printed), else moved; other
+   proposals are deleted; panels nobody proposed are drawn. From scratch every panel is drawn.
+   The bound is a perfect model: nothing to edit. Then the next round of the loop: the tiles
+   still unlabelled after the uncertainty batch (see 2), with the first model's proposals and
+   with those of the model retrained on it. Printed: the edits each way and their ratios.
 2. Order. K more pool tiles labelled in the priority order (``labelstudio.priority``) against K
    in a seeded random order; a model trained on the first batch plus each, with the same
    epochs and seed; the test mAP@0.5 of each (evaluate stage) and their ratio. With --bound,
@@ -192,24 +194,74 @@ def split_tiles(
     return test, val, pool[:first], pool[first:]
 
 
-def print_effort(scratch: Effort, pre: Effort, tiles: int, panels: int, accept_iou: float) -> None:
-    print(
-        f"\neffort to label {tiles} tiles ({panels} panels; accepted as is at IoU >= {accept_iou}):"
-    )
-    print(f"  {'':<30}{'draw':>6}{'move':>6}{'delete':>8}{'accept':>8}{'edits':>7}{'ratio':>7}")
-    for name, effort in (
-        ("from scratch", scratch),
-        ("with pre-annotations", pre),
-        ("bound: a perfect model", Effort(accept=panels)),
-    ):
-        ratio = effort.edits / max(scratch.edits, 1)
+ACCEPT_IOUS = (0.7, 0.85)  # a proposal this close to the panel is taken as is (else moved)
+
+
+def effort_over(tiles: list[PoolTile], accept_iou: float | None) -> Effort:
+    """Edits for all ``tiles``: from their proposals, or from scratch when ``accept_iou`` is None."""
+    total = Effort()
+    for tile in tiles:
+        if accept_iou is None:
+            total.add(annotator_effort([], tile.truth, 1.0))
+        else:
+            total.add(annotator_effort(tile.proposals, tile.truth, accept_iou))
+    return total
+
+
+def print_effort(title: str, rows: list[tuple[str, Effort]]) -> None:
+    """One table: edits per row and their ratio to the first row (from scratch)."""
+    print(f"\n{title}")
+    print(f"  {'':<44}{'draw':>6}{'move':>6}{'delete':>8}{'accept':>8}{'edits':>7}{'ratio':>7}")
+    baseline = max(rows[0][1].edits, 1)
+    for name, effort in rows:
         print(
-            f"  {name:<30}{effort.draw:>6}{effort.move:>6}{effort.delete:>8}{effort.accept:>8}"
-            f"{effort.edits:>7}{ratio:>7.2f}"
+            f"  {name:<44}{effort.draw:>6}{effort.move:>6}{effort.delete:>8}{effort.accept:>8}"
+            f"{effort.edits:>7}{effort.edits / baseline:>7.2f}"
         )
 
 
-def main() -> int:
+def effort_tables(
+    first_round: list[PoolTile], second_round: list[PoolTile], left_first: list[PoolTile]
+) -> None:
+    """Round one: the pool with the first-batch model's proposals. Round two: the tiles left
+    after the uncertainty batch, with the first-batch model's and the retrained model's."""
+    panels = sum(len(tile.truth) for tile in first_round)
+    rows = [("from scratch", effort_over(first_round, None))]
+    rows += [
+        (f"first-batch model, taken as is at IoU >= {iou}", effort_over(first_round, iou))
+        for iou in ACCEPT_IOUS
+    ]
+    rows.append(("bound: a perfect model", Effort(accept=panels)))
+    print_effort(f"effort to label the {len(first_round)} pool tiles ({panels} panels):", rows)
+    panels = sum(len(tile.truth) for tile in second_round)
+    rows = [("from scratch", effort_over(second_round, None))]
+    for iou in ACCEPT_IOUS:
+        rows.append((f"first-batch model, IoU >= {iou}", effort_over(left_first, iou)))
+        rows.append((f"after the uncertainty batch, IoU >= {iou}", effort_over(second_round, iou)))
+    title = f"next round: the {len(second_round)} tiles still unlabelled ({panels} panels):"
+    print_effort(title, rows)
+
+
+def print_order(
+    scores: dict[str, float], arms: dict[str, list[PoolTile]], top: int, pool: int
+) -> None:
+    print(f"\ntest mAP@0.5 after labelling {top} more tiles (first batch + K), same training:")
+    for name in ("random", "uncertainty", "bound"):
+        if name in scores:
+            extra = (
+                f" ({sum(len(t.truth) for t in arms[name])} panels in the K tiles)"
+                if name in arms
+                else ""
+            )
+            label = {"bound": f"bound: all {pool} pool tiles"}.get(name, f"{name} order")
+            print(f"  {label:<30}{scores[name]:>7.3f}{extra}")
+    if scores["random"] >= 0.01:
+        print(f"  uncertainty / random: {scores['uncertainty'] / scores['random']:.2f}")
+    else:
+        print("  uncertainty / random: n/a (the random-order model learnt nothing: train longer)")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -220,15 +272,19 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=32, help="K: tiles labelled next each way")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of every training")
     parser.add_argument("--batch", type=int, default=4, help="tiles per training step")
-    parser.add_argument("--accept-iou", type=float, default=0.85, help="IoU a proposal is kept at")
     parser.add_argument("--bound", action="store_true", help="also train on the whole pool")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     os.environ.setdefault("SOLARPIPE_PROGRESS_INTERVAL", "60")
-    # One torch thread per stage: on the shared 2-core machine a training step with torch's two
-    # intra-op threads ran 9x slower than with one (1.6 vs 14.9 images/s, SSDlite at 128 px,
+    # One torch thread per process: on the shared 2-core machine a training step with torch's
+    # two intra-op threads ran 9x slower than with one (1.6 vs 14.9 images/s, SSDlite at 128 px,
     # batches of 4): the second core is rarely free, and the threads wait on each other.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
     # Batches of 4: twice the steps of the default 8 for the same compute (a first batch is
     # small). 128-px tiles would cost a quarter but learnt nothing in 15 epochs (val mAP@0.5
     # 0.005 on 96 tiles); the quickstart's 256 px learns.
@@ -255,51 +311,34 @@ def main() -> int:
             work, "first", {"train": first, "val": val, "test": test}, truth, overrides
         )
         pool, seconds_per_tile = predict_pool(first_model, rest, truth, overrides)
-
-        scratch, pre = Effort(), Effort()
-        for tile in pool:
-            scratch.add(annotator_effort([], tile.truth, args.accept_iou))
-            pre.add(annotator_effort(tile.proposals, tile.truth, args.accept_iou))
-        panels = sum(len(tile.truth) for tile in pool)
-
         ranked = sorted(pool, key=lambda tile: -tile.priority)[: args.top]
         shuffled = [pool[i] for i in np.random.default_rng(args.seed + 1).permutation(len(pool))]
         arms = {"uncertainty": ranked, "random": shuffled[: args.top]}
-        scores = {}
+        scores, models = {}, {}
         for name, chosen in arms.items():
             labelled = first + [tile.record for tile in chosen]
-            _, scores[name], _ = train_and_score(
+            models[name], scores[name], _ = train_and_score(
                 work, name, {"train": labelled, "val": val, "test": test}, truth, overrides
             )
+        left = [tile for tile in pool if tile not in ranked]
+        second, _ = predict_pool(models["uncertainty"], [t.record for t in left], truth, overrides)
         if args.bound:
             _, scores["bound"], _ = train_and_score(
                 work, "bound", {"train": first + rest, "val": val, "test": test}, truth, overrides
             )
-    chosen_panels = {name: sum(len(t.truth) for t in chosen) for name, chosen in arms.items()}
     print(
         f"\nlabeling bench: scene {args.size} px (seed {args.seed}), {len(manifest.tiles)} tiles: "
         f"test {len(test)}, val {len(val)}, first batch {len(first)}, pool {len(rest)}; "
         f"{params.train.arch} at {params.train.image_size} px, {args.epochs} epochs of batches of "
-        f"{args.batch} per training; "
-        f"priority {params.labelstudio.priority}; {os.cpu_count()} cores (shared machine); "
-        f"{time.perf_counter() - started:.0f} s in all"
+        f"{args.batch} per training; priority {params.labelstudio.priority}; "
+        f"{os.cpu_count()} cores (shared machine); {time.perf_counter() - started:.0f} s in all"
     )
     print(
         f"first-batch model: test mAP@0.5 {first_map:.3f} (trained in {first_s:.0f} s); "
-        f"predict's inference {1000 * seconds_per_tile:.0f} ms per tile on CPU"
+        f"predict's inference {1000 * seconds_per_tile:.0f} ms per tile (1 CPU thread)"
     )
-    print_effort(scratch, pre, len(pool), panels, args.accept_iou)
-    print(f"  edits saved by pre-annotations: {1 - pre.edits / max(scratch.edits, 1):.0%}")
-    print(f"\ntest mAP@0.5 after labelling {args.top} more tiles (first batch + K), same training:")
-    for name in ("random", "uncertainty", "bound"):
-        if name in scores:
-            extra = f" ({chosen_panels[name]} panels in the K tiles)" if name in arms else ""
-            label = {"bound": f"bound: all {len(rest)} pool tiles"}.get(name, f"{name} order")
-            print(f"  {label:<30}{scores[name]:>7.3f}{extra}")
-    if scores["random"] >= 0.01:
-        print(f"  uncertainty / random: {scores['uncertainty'] / scores['random']:.2f}")
-    else:
-        print("  uncertainty / random: n/a (the random-order model learnt nothing: train longer)")
+    effort_tables(pool, second, left)
+    print_order(scores, arms, args.top, len(rest))
     return 0
 
 
