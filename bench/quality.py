@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
+
+from stages import run_stage  # bench/stages.py (this script's folder)
 
 from components.commands.quickstart import QUICKSTART_SCENE_SIZE
 from components.core import uri as uri_io
@@ -28,21 +29,10 @@ from components.core.annotations import load_annotations
 from components.core.params import load_params
 from components.s3server import start_embedded_s3_process
 
+stage = partial(run_stage, bench="quality")
+
 BUCKET = "bench-quality"
 BAR, AIM = 0.8, 0.9
-
-
-def stage(name: str, *options: str, overrides: list[str]) -> float:
-    """Run one stage through its contract; its wall time in seconds."""
-    command = [sys.executable, "-m", f"components.{name}", *options]
-    for override in overrides:
-        command += ["--set", override]
-    print(f"quality: $ {' '.join(command)}", flush=True)
-    started = time.perf_counter()
-    completed = subprocess.run(command)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{name} failed with exit status {completed.returncode}")
-    return time.perf_counter() - started
 
 
 def checkpoint_test_map(checkpoint_uri: str, annotations_uri: str, overrides: list[str]) -> float:

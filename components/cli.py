@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("components.commands.synth", "write a synthetic georeferenced scene + ground truth"),
     "labelstudio": (
         "components.labelstudio.commands",
-        "Label Studio: `setup` project and storages, `annotate-from-truth`",
+        "Label Studio: `setup`, `predict` (pre-annotations), `next`, `annotate-from-truth`",
     ),
     "params": ("components.commands.params", "print the effective params or their reference"),
     "annotations-listing": (

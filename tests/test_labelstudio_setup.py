@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,7 @@ from components.core import uri as uri_io
 from components.core.annotations import load_annotations
 from components.core.manifest import Manifest, TileRecord, TileWindow, save_manifest
 from components.s3server import EmbeddedS3, free_port
-from tests.labelstudio_server import (
-    LabelStudioServer,
-    labelstudio_executable,
-    running_labelstudio,
-)
+from tests.labelstudio_server import LabelStudioServer
 
 TILE_WIDTH, TILE_HEIGHT = 80, 60  # not square: catches swapped axes in percent → pixels
 LABEL = "solar_panel"
@@ -42,29 +37,6 @@ EXPORT_WAIT_S = 20.0
 def default_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run in an empty folder: params are the built-in defaults plus each test's ``--set``."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def labelstudio_server(s3_server: EmbeddedS3) -> Iterator[LabelStudioServer]:
-    if not labelstudio_executable().exists():
-        message = (
-            f"no Label Studio at {labelstudio_executable()}: run scripts/install-labelstudio.sh"
-        )
-        if os.environ.get("SOLARPIPE_REQUIRE_LABELSTUDIO"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with running_labelstudio() as server:
-        yield server
-
-
-@pytest.fixture()
-def labelstudio(
-    labelstudio_server: LabelStudioServer, monkeypatch: pytest.MonkeyPatch
-) -> LabelStudioServer:
-    """The server, with ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` pointing at it."""
-    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio_server.url)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio_server.token)
-    return labelstudio_server
 
 
 def sdk_client(server: LabelStudioServer, token: str | None = None) -> Any:

@@ -3,6 +3,8 @@
 Written by preprocess; read by preview, train and evaluate. Boxes are ``[xmin, ymin, xmax,
 ymax]`` in tile pixels; ``labels[i]`` names ``boxes[i]``'s class, one of the file's ``classes``
 (class index for torchvision detectors = position in ``classes`` + 1; 0 is background).
+``origin`` says who made a tile's boxes: a person drew them, or accepted or corrected a model's
+pre-annotation; every one of them is a human annotation (predictions alone never get here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from components.core.errors import SolarpipeError
 
 ANNOTATIONS_VERSION = 1
 Split = Literal["train", "val", "test"]
+AnnotationOrigin = Literal["manual", "prediction", "prediction-changed"]
 
 
 class AnnotatedImage(BaseModel):
@@ -28,6 +31,7 @@ class AnnotatedImage(BaseModel):
     labels: list[str]
     split: Split
     task_id: int | None = None
+    origin: AnnotationOrigin | None = None  # None: written before origins were recorded
 
 
 class AnnotationsFile(BaseModel):

@@ -104,6 +104,42 @@ class LabelStudioParams(Section):
         "", description="S3 endpoint as the Label Studio server sees it; empty = the pipeline's"
     )
     sync_timeout_s: float = Field(600, gt=0, description="wait this long for a storage sync")
+    priority: Literal["margin", "middling", "random"] = Field(
+        "margin",
+        description="which unlabeled tiles come first: margin = a box score nearest "
+        "score_threshold; middling = the most boxes with middling scores; random = seeded shuffle",
+    )
+    score_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="predict uploads boxes from this score; the priority's decision threshold; "
+        "null = the model's own",
+    )
+    candidate_score: float = Field(
+        0.05, ge=0, le=1, description="boxes from this score count for the priority (not uploaded)"
+    )
+    seed: int = Field(0, description="seed of the random priority")
+    page_size: int = Field(
+        100, gt=0, le=1000, description="tasks listed, predicted and uploaded per batch"
+    )
+    batch_size: int = Field(8, gt=0, description="tiles per forward pass of predict")
+    workers: int = Field(8, gt=0, description="concurrent tile downloads of predict")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where predict runs the model; auto = CUDA when present"
+    )
+    on_missing_tile: Literal["fail", "skip"] = Field(
+        "fail", description="a task whose tile is gone from S3 stops predict or is skipped"
+    )
+    uncertainty_sampling: bool = Field(
+        True,
+        description="predict sets the project to uncertainty sampling: Label All Tasks serves the "
+        "lowest task score (most useful tile) first",
+    )
+    view_title: str = Field(
+        "solarpipe: uncertain first",
+        description="Data Manager tab predict keeps: unlabeled tasks, most useful first",
+    )
 
 
 class PreprocessParams(Section):

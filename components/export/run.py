@@ -19,10 +19,15 @@ from components.core.params import ExportParams
 from components.export.bento import check_model_name, write_bento_archive
 from components.export.parity import check_parity, sample_images
 from components.ml.checkpoint import CheckpointInfo, load_detector_checkpoint
-from components.ml.scripted import MODEL_FILE, ServedDetector, load_scripted_model, script_detector
+from components.ml.scripted import (
+    EXPORT_SUMMARY_FILE,
+    MODEL_FILE,
+    ServedDetector,
+    load_scripted_model,
+    script_detector,
+)
 
 log = get_logger(__name__)
-SUMMARY_FILE = "export.json"
 GIT_REVISION_VARIABLE = "SOLARPIPE_GIT_REVISION"
 
 
@@ -114,7 +119,7 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
             "parity": parity.as_dict(),
             "git_revision": metadata.get("git_revision"),
         }
-        uri_io.write_json(str(staging / SUMMARY_FILE), summary)
+        uri_io.write_json(str(staging / EXPORT_SUMMARY_FILE), summary)
     log.info(
         "export timings: load+script %.1f s, parity %.1f s, BentoML archive (%s) %.1f s",
         scripted_at - started,

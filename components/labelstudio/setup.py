@@ -28,6 +28,7 @@ from components.labelstudio.client import (
     labelstudio_token,
     labelstudio_url,
 )
+from components.labelstudio.project import find_project
 
 log = get_logger(__name__)
 
@@ -115,20 +116,9 @@ def s3_credentials() -> dict[str, str]:
     return {name: os.environ[env] for name, env in variables.items() if os.environ.get(env)}
 
 
-def _find_project(client: Any, title: str) -> Any | None:
-    matches = [project for project in client.projects.list(title=title) if project.title == title]
-    if len(matches) > 1:
-        ids = ", ".join(str(project.id) for project in matches)
-        raise SolarpipeError(
-            f"{len(matches)} Label Studio projects are titled {title!r} (ids {ids}); "
-            "rename or delete all but one, or set labelstudio.title"
-        )
-    return matches[0] if matches else None
-
-
 def ensure_project(client: Any, title: str, config: str) -> tuple[Any, str]:
     """The project titled ``title`` with label config ``config``, created or updated."""
-    project = _find_project(client, title)
+    project = find_project(client, title)
     if project is None:
         return client.projects.create(title=title, label_config=config), "created"
     if (project.label_config or "").strip() == config.strip():

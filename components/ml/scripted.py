@@ -22,6 +22,7 @@ from components.core import uri as uri_io
 from components.core.errors import NotFoundError, SolarpipeError, UsageError
 
 MODEL_FILE = "model.pt"
+EXPORT_SUMMARY_FILE = "export.json"  # beside model.pt: the export's name and version, and more
 DEVICES = ("auto", "cpu", "cuda")
 
 
