@@ -33,7 +33,7 @@ from components.core.errors import SolarpipeError, UsageError
 from components.core.params import KubeflowParams, Params, load_params, params_yaml, parse_override
 from components.core.stage import run_guarded
 from components.core.stages import BY_NAME, STAGES
-from components.images.names import IMAGES, PIPELINE_IMAGE, image_name, pinned
+from components.images.names import IMAGES, PIPELINE_IMAGE, PREDICT_IMAGE, image_name, pinned
 from components.kubeflow.results import exported_model, quality_gate
 from components.kubeflow.tasks import (
     NEWEST_BACKEND,
@@ -44,7 +44,9 @@ from components.kubeflow.tasks import (
     merge_component,
     params_component,
     parse_backend,
+    predict_component,
     stage_component,
+    use_labelstudio,
 )
 
 PIPELINE_NAME = "solarpipe"
@@ -128,6 +130,7 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
     in_pipeline_image = {"base_image": image[PIPELINE_IMAGE], "install_kfp_package": False}
     gate = dsl.component(quality_gate, **in_pipeline_image)
     roll_out = deploy_component(image[PIPELINE_IMAGE], kubeflow.deploy)
+    pre_annotate = predict_component(image[PREDICT_IMAGE])
     model_card = dsl.component(exported_model, **in_pipeline_image)
     # KFP's parameter defaults cannot hold null: those keys keep the value compiled in.
     default = params.model_dump(mode="json", exclude_none=True)
@@ -200,6 +203,22 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
         checkpoint = stage("train", annotations=annotations)
         model = stage("export", checkpoint=checkpoint)
         evaluation = stage("evaluate", annotations=annotations, model=model)
+        if kubeflow.labelstudio_predict.enabled:
+            # The labeling loop: the new model's boxes as pre-annotations, whatever its score
+            # (annotators correct them). Side effects in Label Studio: never cached; reruns
+            # add nothing twice, so it is retried.
+            predict = pre_annotate(bucket=run.outputs["bucket"], model=model)
+            configure_task(
+                predict,
+                kubeflow,
+                kubeflow.resources.export,
+                cached=False,
+                retried=True,
+                gpu=False,
+                backend=backend,
+            )
+            loop = kubeflow.labelstudio_predict
+            use_labelstudio(predict, loop.url, loop.secret)
         scored = result(gate(evaluation=evaluation, minimum=kubeflow.min_map50))
         result(model_card(export=model, evaluation=evaluation))
         with dsl.If(scored.outputs["Output"] >= kubeflow.min_map50, name="good-enough"):

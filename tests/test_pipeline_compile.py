@@ -554,3 +554,36 @@ def test_prepare_and_detect_fan_out_over_the_shards_and_merge_their_parts(tmp_pa
         "outputParameterKey": "Output",
         "producerTask": "prepare-over-shards",
     }
+
+
+def test_the_labeling_loop_task_pre_annotates_with_the_exported_model_when_enabled(
+    compiled, tmp_path
+) -> None:
+    assert "labelstudio-predict" not in tasks(compiled["spec"]), "off by default"
+    out = tmp_path / "loop.yaml"
+    done = compile_pipeline(out, "--set", "kubeflow.labelstudio_predict.enabled=true")
+    assert done.returncode == 0, done.stderr
+    spec, platform = load_ir(out)
+    task = tasks(spec)["labelstudio-predict"]
+    assert task["inputs"]["parameters"]["model"]["taskOutputParameter"] == {
+        "outputParameterKey": "uri",
+        "producerTask": "export",
+    }
+    assert task["cachingOptions"] in ({}, {"enableCache": False}), "it writes to Label Studio"
+    assert task["retryPolicy"]["maxRetryCount"] == KUBEFLOW.retry.max_retries, "reruns add nothing"
+    predict = container(spec, "labelstudio-predict")
+    assert predict["image"].startswith("solarpipe-labelstudio-predict:")
+    assert predict["command"] == ["solarpipe"]
+    args = predict["args"]
+    assert args[:4] == ["labelstudio", "predict", "--model", "{{$.inputs.parameters['model']}}"]
+    assert args[args.index("--run-id") + 1] == "$(KFP_RUN_ID)"
+    assert "params.yaml" in args[args.index("--params") + 1]
+    executor = platform["exec-labelstudio-predict"]
+    [labelstudio] = [
+        entry for entry in executor["secretAsEnv"] if entry["secretName"] == "solarpipe-labelstudio"
+    ]
+    assert labelstudio["keyToEnv"] == [
+        {"secretKey": "LABEL_STUDIO_USER_TOKEN", "envVar": "LABEL_STUDIO_API_KEY"}
+    ]
+    assert {"name": "LABEL_STUDIO_URL", "value": KUBEFLOW.labelstudio_predict.url} in predict["env"]
+    assert SECRET_VALUE not in out.read_text()

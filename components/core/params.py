@@ -372,6 +372,23 @@ class DeployParams(Section):
     timeout_s: float = Field(900, gt=0, description="give up waiting for the rollout after this")
 
 
+class PredictTaskParams(Section):
+    """The labeling loop on the cluster: after export, ``solarpipe labelstudio predict`` puts
+    the new model's boxes on the project's unlabeled tasks as pre-annotations."""
+
+    enabled: bool = Field(False, description="run the predict task (needs Label Studio)")
+    url: str = Field(
+        "http://labelstudio:8080",
+        pattern=r"^https?://",
+        description="Label Studio as the task's pod reaches it (k8s/base's Service)",
+    )
+    secret: str = Field(
+        "solarpipe-labelstudio",
+        min_length=1,
+        description="Secret whose LABEL_STUDIO_USER_TOKEN is the API token (k8s/secret)",
+    )
+
+
 class KubeflowParams(Section):
     """How ``pipeline.py`` builds and submits the Kubeflow run (the stages never read it).
 
@@ -412,6 +429,7 @@ class KubeflowParams(Section):
     resources: StageResourcesParams = Field(default_factory=StageResourcesParams)  # type: ignore[valid-type]
     retry: RetryParams = Field(default_factory=RetryParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
+    labelstudio_predict: PredictTaskParams = Field(default_factory=PredictTaskParams)
 
 
 class Params(Section):

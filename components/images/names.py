@@ -42,6 +42,7 @@ class ImageSpec:
 
 PIPELINE_IMAGE = "pipeline"
 SERVE_IMAGE = "serve"
+PREDICT_IMAGE = "labelstudio-predict"
 IMAGES: dict[str, ImageSpec] = {
     **{
         stage.name: ImageSpec(stage.name, stage.image, stage.name, stage.module) for stage in STAGES
@@ -52,6 +53,8 @@ IMAGES: dict[str, ImageSpec] = {
     SERVE_IMAGE: ImageSpec(
         SERVE_IMAGE, "torch", "serve", "components.serving", reads=("model",), host_network=True
     ),
+    # `solarpipe labelstudio predict`: the exported model's boxes as pre-annotations
+    PREDICT_IMAGE: ImageSpec(PREDICT_IMAGE, "torch", PREDICT_IMAGE, "components.cli"),
 }
 
 SOURCE_TREE = Path(__file__).resolve().parents[2]

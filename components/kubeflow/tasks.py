@@ -207,6 +207,46 @@ def deploy_component(image: str, deploy: DeployParams) -> Any:
     )
 
 
+def predict_component(image: str) -> Any:
+    """The labeling loop's task: ``solarpipe labelstudio predict`` puts the exported model's
+    boxes on the Label Studio project's unlabeled tasks (model version: the export's name and
+    version @ the run id) and orders the queue; its record goes to the run's folder."""
+    args = [
+        "labelstudio", "predict",
+        "--model", {"inputValue": "model"},
+        "--out", in_run_folder("labelstudio-predict"),
+        "--run-id", f"$({RUN_ID_VARIABLE})",
+        "--params", in_run_folder("params.yaml"),
+    ]  # fmt: skip
+    return component(
+        {
+            "name": "labelstudio-predict",
+            "description": "pre-annotate the unlabeled tiles in Label Studio with the new model",
+            "inputs": [
+                {"name": "bucket", "type": "String", "description": "bucket of the run's folder"},
+                {"name": "model", "type": "String", "description": "export's output"},
+            ],
+            "implementation": {
+                "container": {"image": image, "command": ["solarpipe"], "args": args}
+            },
+        }
+    )
+
+
+# The key of k8s/secret's solarpipe-labelstudio that holds the first user's API token
+LABEL_STUDIO_TOKEN_KEY = "LABEL_STUDIO_USER_TOKEN"
+
+
+def use_labelstudio(task: Any, url: str, secret: str) -> None:
+    """``LABEL_STUDIO_URL`` = ``url``; ``LABEL_STUDIO_API_KEY`` from the token in ``secret``."""
+    from kfp import kubernetes
+
+    from components.labelstudio.client import TOKEN_VARIABLE, URL_VARIABLE
+
+    task.set_env_variable(URL_VARIABLE, url)
+    kubernetes.use_secret_as_env(task, secret, {LABEL_STUDIO_TOKEN_KEY: TOKEN_VARIABLE})
+
+
 def configure_task(
     task: Any,
     kubeflow: KubeflowParams,
