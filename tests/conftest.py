@@ -77,3 +77,14 @@ def labelstudio(
 
 # The scene, detector and clean stage outputs of the fault and kill tests (built once).
 from tests.fault_scenario import scenario  # noqa: E402, F401
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``s3`` every test that starts the embedded S3 server (through any fixture), and
+    ``labelstudio`` every test that starts Label Studio, so ``-m`` can leave them out."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "s3_server" in fixtures:
+            item.add_marker(pytest.mark.s3)
+        if "labelstudio_server" in fixtures:
+            item.add_marker(pytest.mark.labelstudio)
