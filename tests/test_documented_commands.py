@@ -119,8 +119,8 @@ def test_documented_command_parses_and_its_settings_are_valid(
 def test_a_renamed_option_is_caught(capsys: pytest.CaptureFixture[str]) -> None:
     """The check itself can fail: an option that does not exist is refused."""
     _, parser, arguments = parser_and_arguments(
-        ["python", "-m", "components.prepare", "--raster", "a.tif", "--manifest", "m.json",
-         "--tile-prefix", "t"]
+        ["python", "-m", "components.prepare", "--raster", "a.tif", "--tiles", "t",
+         "--manifest", "m.json", "--tile-prefix", "t"]
     )  # fmt: skip
     with pytest.raises(SystemExit):
         parser.parse_args(arguments)
