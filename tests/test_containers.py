@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +190,54 @@ def test_export_container_writes_torchscript_and_bento_model(
     assert status == 0
     names = {uri_io.basename(info.uri) for info in uri_io.list_objects(out)}
     assert {"model.pt", "export.json", "solar_panel_detector.tar.gz"} <= names
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_train_container_killed_mid_run_resumes_under_run_stage(
+    s3_server: EmbeddedS3, engine: Any, tmp_path: Path
+) -> None:
+    """The train container killed (SIGKILL, as a preempted node's kubelet does) once an epoch's
+    ``last.ckpt`` is published; ``run-stage`` reports the kill, and the rerun with ``--resume``
+    (what Kubeflow's retry runs) continues from that checkpoint to a whole model."""
+    from components.images.names import image_name
+    from tests.tile_fixtures import write_tile_set
+
+    images_or_skip(engine, ("train",))
+    bucket = "containers-killed-train"
+    ensure_bucket(bucket)
+    write_tile_set(f"s3://{bucket}/data", count=40, size=64, splits=("train",) * 9 + ("val",))
+    out = f"s3://{bucket}/run"
+    settings = [*TINY_TRAINING, "train.epochs=6", "train.max_minutes=null"]
+    command = [
+        sys.executable, "-m", "components.cli", "run-stage", "train", "--",
+        "--annotations", f"s3://{bucket}/data/annotations.json", "--out", out,
+        *[part for setting in settings for part in ("--set", setting)],
+    ]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not uri_io.exists(uri_io.join(out, "last.ckpt")):
+            assert first.poll() is None, f"train ended before a checkpoint: {first.stderr.read()}"
+            assert time.monotonic() < deadline, "no last.ckpt after 10 minutes"
+            time.sleep(0.2)
+        [container] = engine.containers.list(filters={"ancestor": image_name("train")})
+        container.kill()
+        assert first.wait(timeout=120) != 0, "the killed container's status passes through"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert not uri_io.exists(uri_io.join(out, "model.ckpt")), "killed before the end"
+
+    assert run_stage(
+        "train",
+        "--annotations", f"s3://{bucket}/data/annotations.json", "--out", out, "--resume",
+        settings=tuple(settings),
+    ) == 0  # fmt: skip
+    metrics = uri_io.read_json(uri_io.join(out, "metrics.json"))
+    assert metrics["resumed_from_step"] > 0
+    assert metrics["epochs"] == 6
+    assert uri_io.exists(uri_io.join(out, "model.ckpt"))
 
 
 @pytest.mark.parametrize(
