@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from components.core import uri as uri_io
 from components.core.manifest import load_manifest
 from components.core.s3 import s3_client
 from components.prepare.__main__ import main as prepare_main
+from tests.fault_scenario import kill, wait_for
 from tests.rasters import ORIGIN, random_pixels, write_geotiff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_raster_on_s3_gives_the_same_tiles_as_local(
 
 
 def test_rerun_uploads_nothing_and_manifest_bytes_are_stable(
-    scene: Path, bucket: str, tmp_path: Path, capsys
+    scene: Path, bucket: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = f"s3://{bucket}/tiles"
     assert run_prepare(str(scene), prefix, str(tmp_path / "m1.json")) == 0
@@ -91,9 +91,14 @@ def test_rerun_uploads_nothing_and_manifest_bytes_are_stable(
         for o in s3_client().list_objects_v2(Bucket=bucket, Prefix="tiles/")["Contents"]
     }
     capsys.readouterr()
-    time.sleep(1.1)
+    writes: list[str] = []
+    write_bytes = uri_io.write_bytes
+    monkeypatch.setattr(
+        uri_io, "write_bytes", lambda uri, *a, **k: (writes.append(uri), write_bytes(uri, *a, **k))
+    )
     assert run_prepare(str(scene), prefix, str(tmp_path / "m2.json")) == 0
     assert "0 tiles uploaded, 9 unchanged" in capsys.readouterr().out
+    assert not [uri for uri in writes if uri.startswith(prefix)], "a tile was written again"
     again = {
         o["Key"]: o["LastModified"]
         for o in s3_client().list_objects_v2(Bucket=bucket, Prefix="tiles/")["Contents"]
@@ -123,6 +128,9 @@ def test_killed_run_then_rerun_ends_with_the_complete_set(bucket: str, tmp_path:
     raster = write_geotiff(tmp_path / "big.tif", random_pixels(3, 1536, 1536, seed=3))
     prefix = f"s3://{bucket}/tiles"
     manifest = tmp_path / "manifest.json"
+    marker = tmp_path / "paused"
+    # one worker: tiles are written in this process, where the hook stops the 41st upload
+    pause = ["-m", "tests.pause_hook", str(marker), "components.core.uri:write_bytes", "/tiles/"]
     command = [
         sys.executable,
         "-m",
@@ -139,19 +147,18 @@ def test_killed_run_then_rerun_ends_with_the_complete_set(bucket: str, tmp_path:
         "prepare.workers=1",
     ]
     process = subprocess.Popen(
-        command,
+        [sys.executable, *pause, "41", *command[1:]],
         cwd=REPO,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(tile_objects(prefix)) < 40:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    wait_for(marker.exists, process, "the 41st tile upload")
+    kill(process)
     partial = len(tile_objects(prefix))
-    assert 0 < partial < 576 and not manifest.exists()
+    # uploads 1-40 went or were going (in the other upload threads) when the process died
+    assert 0 < partial <= 40 and not manifest.exists()
     subprocess.run(command, cwd=REPO, env=os.environ.copy(), check=True, capture_output=True)
     resumed = load_manifest(str(manifest))
     assert len(resumed.tiles) == 576 and set(tile_objects(prefix)) == {t.key for t in resumed.tiles}
