@@ -32,7 +32,7 @@ from components.commands.embedded import DEFAULT_SCENE_SIZE, run_command
 from components.core.errors import SolarpipeError, UsageError
 from components.core.params import KubeflowParams, Params, load_params, params_yaml, parse_override
 from components.core.stage import run_guarded
-from components.core.stages import BY_NAME, STAGES
+from components.core.stages import BY_NAME, STAGE_NAMES, STAGES
 from components.images.names import IMAGES, PIPELINE_IMAGE, PREDICT_IMAGE, image_name, pinned
 from components.kubeflow.results import exported_model, quality_gate
 from components.kubeflow.tasks import (
@@ -137,8 +137,8 @@ def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) ->
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Solar panels in aerial images: prepare, preprocess, preview, train, "
-        "export, evaluate, detect. Outputs under s3://<data.bucket>/runs/<run id>/.",
+        description=f"Solar panels in aerial images: {', '.join(STAGE_NAMES)}. "
+        "Outputs under s3://<data.bucket>/runs/<run id>/.",
     )
     def solarpipe(
         data: dict = default["data"],

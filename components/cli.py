@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from components.core.logs import setup_logging
 from components.core.stage import run_guarded
+from components.core.stages import STAGE_NAMES
 
 # name → (module with configure(parser), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -55,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solarpipe",
         description="Detect solar panels in aerial images: pipeline tools and stages.",
-        epilog="Stages run as `python -m components.<stage> --help` "
-        "(prepare, preprocess, preview, train, export, evaluate, detect).",
+        epilog=f"Stages run as `python -m components.<stage> --help` ({', '.join(STAGE_NAMES)}).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show details and tracebacks")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -24,6 +24,7 @@ import pytest
 
 from components.core import uri as uri_io
 from components.core.manifest import load_manifest
+from components.core.stages import STAGE_NAMES
 from components.s3server import EmbeddedS3, ensure_bucket
 
 BUCKET = "faults-scene"
@@ -42,7 +43,7 @@ TEST_ENV = {
     "PYTHONHASHSEED": "0",
 }
 STAGE_TIMEOUT_S = 300
-STAGES = ("prepare", "preprocess", "preview", "train", "export", "evaluate", "detect")
+STAGES = STAGE_NAMES
 SETTINGS = {
     "prepare": ["prepare.tile_size=128"],
     "preview": ["preview.samples=2"],
