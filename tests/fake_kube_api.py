@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.json_http import JsonHandler
+
 DEPLOYMENT_PATH = re.compile(
     r"^/apis/apps/v1/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/?]+)$"
 )
@@ -155,18 +157,7 @@ def strategic_merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def _handler(state: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _reply(self, code: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _serve(self, verb: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""

@@ -29,7 +29,6 @@ from components.core.errors import UsageError
 from components.core.params import Params
 from components.images import names
 from components.images.names import (
-    BUILD_INPUTS,
     IMAGES,
     default_tag,
     image_name,
@@ -38,6 +37,7 @@ from components.images.names import (
 from components.images.pip_settings import pip_conf_for_build, render_pip_conf
 from components.s3server import free_port
 from tests.docker_support import engine_or_skip, images_or_skip, run_in_image, skip_or_fail
+from tests.source_tree import copy_build_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT_IMAGES = tuple(name for name, spec in IMAGES.items() if spec.family == "light")
@@ -70,14 +70,7 @@ def test_image_names_carry_the_package_version_and_registry() -> None:
 
 def test_image_tag_changes_with_the_code_and_only_with_it(tmp_path: Path) -> None:
     """Two builds around a code change get different references; the same tree, the same one."""
-    tree = tmp_path / "tree"
-    for name in BUILD_INPUTS:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, tree / name)
+    tree = copy_build_inputs(tmp_path / "tree")
     before = default_tag(tree)
     assert default_tag(tree) == before
     (tree / "components" / "__pycache__").mkdir(exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +22,10 @@ from components.core.manifest import load_manifest
 from components.core.params import load_params
 from components.core.stages import STAGE_NAMES, STAGES, stage_edges
 from components.core.uri import read_text, upload_file
-from components.images.names import BUILD_INPUTS, image_name
+from components.images.names import image_name
 from tests.kfp_launcher import container, launch, run_params_task, task_environment
 from tests.rasters import random_pixels, write_geotiff
+from tests.source_tree import copy_build_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_BIN = Path(sys.executable).parent
@@ -281,14 +281,7 @@ def test_solarpipe_kfp_compiles_the_projects_pipeline_from_any_folder(compiled, 
 
 def test_a_code_change_compiles_to_other_image_references(tmp_path) -> None:
     """Images are tagged by their code: KFP's cache key and the nodes' pulls follow a change."""
-    tree = tmp_path / "tree"
-    for name in (*BUILD_INPUTS, "pipeline.py", "params.yaml"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, tree / name)
+    tree = copy_build_inputs(tmp_path / "tree", "pipeline.py", "params.yaml")
 
     def images() -> set[str]:
         out = tmp_path / "ir.yaml"
