@@ -25,7 +25,9 @@ def write_geotiff(
     crs: str | None = "EPSG:2056",
     nodata: float | None = None,
     resolution: float = 0.1,
+    geotransform: bool = True,
 ) -> Path:
+    """A tiled GeoTIFF; without ``geotransform`` it has no pixel size (GDAL's identity)."""
     bands, height, width = pixels.shape
     profile = {
         "driver": "GTiff",
@@ -33,12 +35,13 @@ def write_geotiff(
         "height": height,
         "count": bands,
         "dtype": str(pixels.dtype),
-        "transform": from_origin(ORIGIN[0], ORIGIN[1], resolution, resolution),
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
         "compress": "deflate",
     }
+    if geotransform:
+        profile["transform"] = from_origin(ORIGIN[0], ORIGIN[1], resolution, resolution)
     if crs:
         profile["crs"] = crs
     if nodata is not None:

@@ -156,6 +156,13 @@ def bad_checkpoint(kind: str, folder: Path) -> Path:
             },
             path,
         )
+    elif kind in ("bad-pixel-size", "bad-val-threshold"):
+        recorded = torch.load(cached_checkpoint(folder.parent), weights_only=False)
+        if kind == "bad-pixel-size":
+            recorded["hyper_parameters"]["pixel_size_m"] = -0.1
+        else:
+            recorded["val_operating_point"] = {"score_threshold": 1.5}
+        torch.save(recorded, path)
     elif kind == "bad-anchor-scales":
         torch.save(
             {
@@ -175,7 +182,15 @@ def bad_checkpoint(kind: str, folder: Path) -> Path:
 
 @pytest.mark.parametrize(
     "kind",
-    ["garbage", "no-hyper-parameters", "unknown-arch", "wrong-weights", "bad-anchor-scales"],
+    [
+        "garbage",
+        "no-hyper-parameters",
+        "unknown-arch",
+        "wrong-weights",
+        "bad-anchor-scales",
+        "bad-pixel-size",
+        "bad-val-threshold",
+    ],
 )
 def test_file_that_is_not_a_detector_checkpoint_is_refused_and_old_output_kept(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -191,6 +206,57 @@ def test_file_that_is_not_a_detector_checkpoint_is_refused_and_old_output_kept(
     assert len(error.splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["model.pt"]
     assert (out / "model.pt").read_bytes() == b"previous export"
+
+
+def checkpoint_with(source: Path, path: Path, **hyper_parameters: object) -> Path:
+    """A copy of ``source`` recording more hyper-parameters and a val operating point."""
+    recorded = torch.load(source, weights_only=False)
+    recorded["hyper_parameters"].update(hyper_parameters)
+    recorded["val_operating_point"] = {"score_threshold": 0.42, "f1": 0.9}
+    torch.save(recorded, path)
+    return path
+
+
+def test_model_records_pixel_size_train_params_and_the_val_threshold(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_params = {"epochs": 28, "lr": 0.003, "max_minutes": None}
+    recorded = checkpoint_with(
+        checkpoint, tmp_path / "model.ckpt", pixel_size_m=0.1, train_params=train_params
+    )
+
+    assert run_export(str(recorded), str(tmp_path / "export")) == 0
+
+    assert "records no" not in capsys.readouterr().err
+    model = load_scripted_model(str(tmp_path / "export"))
+    assert model.pixel_size_m == pytest.approx(0.1)
+    assert model.score_threshold == pytest.approx(0.42)
+    summary = uri_io.read_json(str(tmp_path / "export" / "export.json"))
+    assert summary["pixel_size_m"] == 0.1 and summary["score_threshold"] == 0.42
+    assert summary["score_threshold_source"] == "best F1 on the val split"
+    imported = bentoml.models.import_model(
+        str(tmp_path / "export" / "solar_panel_detector.tar.gz"),
+        _model_store=ModelStore(tmp_path / "home"),
+    )
+    metadata = imported.info.metadata
+    assert metadata["pixel_size_m"] == pytest.approx(0.1)
+    assert metadata["train_params"] == {"epochs": 28, "lr": 0.003}  # null params left out
+
+    assert run_export(str(recorded), str(tmp_path / "set"), "export.score_threshold=0.6") == 0
+    assert load_scripted_model(str(tmp_path / "set")).score_threshold == pytest.approx(0.6)
+
+
+def test_checkpoint_from_before_pixel_sizes_exports_with_warnings(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_export(str(checkpoint), str(tmp_path / "export")) == 0
+
+    warnings = capsys.readouterr().err
+    assert "records no pixel size (written before pixel sizes were recorded)" in warnings
+    assert "detect and evaluate will assume 0.1 m" in warnings
+    assert "records no score threshold chosen on the val split: using 0.3" in warnings
+    model = load_scripted_model(str(tmp_path / "export"))
+    assert model.pixel_size_m == 0.0 and model.score_threshold == pytest.approx(0.3)
 
 
 def test_missing_checkpoint_is_named_and_nothing_written(

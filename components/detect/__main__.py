@@ -29,10 +29,17 @@ def run(args: argparse.Namespace, params: Params) -> None:
     from components.detect.run import detect
 
     summary = detect(args.raster, args.model, args.out, params.detect, params.prepare)
+    columns, rows = summary.window
+    scale = (
+        f"raster {summary.raster_pixel_size} resampled to the model's "
+        f"{summary.model_pixel_size_m:g} m"
+        if summary.resampled
+        else f"raster {summary.raster_pixel_size}, model {summary.model_pixel_size_m:g} m"
+    )
     print(
-        f"detect: {summary.panels} panels in {summary.windows} windows of {summary.window} px "
-        f"({summary.skipped_nodata} all-nodata windows skipped, {summary.merged} duplicates "
-        f"merged at seams) → {args.out}"
+        f"detect: {summary.panels} panels (score >= {summary.score_threshold:g}) in "
+        f"{summary.windows} windows of {columns}x{rows} px ({scale}; {summary.skipped_nodata} "
+        f"all-nodata windows skipped, {summary.merged} duplicates merged at seams) → {args.out}"
     )
 
 

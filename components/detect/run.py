@@ -1,4 +1,9 @@
-"""The detect stage's work: windows → batched TorchScript inference → seam merge → GeoJSON."""
+"""The detect stage's work: windows → batched TorchScript inference → seam merge → GeoJSON.
+
+A raster of another pixel size than the model's is resampled to it on the fly: each window
+spans the ground of ``detect.window`` model pixels (``raster_pixels``) and the model resizes it
+to its input, so boxes come back in raster pixels and map through the raster's geotransform.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import numpy as np
 import torch
 
 from components.core import uri as uri_io
+from components.core.errors import UsageError
 from components.core.logs import get_logger
 from components.core.params import DetectParams, PrepareParams
 from components.core.progress import progress_bar
@@ -15,15 +21,20 @@ from components.detect.geojson import feature_collection
 from components.detect.merge import merge_at_seams
 from components.detect.reader import window_batches
 from components.detect.windows import WindowGrid, plan_grid
-from components.ml.scripted import load_scripted_model, resolve_device
-from components.raster.reader import inspect_raster
+from components.ml.scripted import load_scripted_model, model_pixel_size, resolve_device
+from components.raster.pixel_size import Resampling, format_metres, plan_resampling
+from components.raster.reader import RasterInfo, inspect_raster
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class DetectSummary:
-    window: int
+    window: tuple[int, int]  # columns, rows of raster pixels
+    raster_pixel_size: str
+    model_pixel_size_m: float
+    resampled: bool
+    score_threshold: float
     windows: int
     skipped_nodata: int
     detections: int  # kept by their windows, before the seam merge
@@ -82,6 +93,22 @@ def owned_detections(
     )
 
 
+def plan_windows(
+    raster: RasterInfo, resampling: Resampling, model_window: int, params: DetectParams
+) -> WindowGrid:
+    """The window grid in raster pixels for windows of ``model_window`` model pixels."""
+    if not 0 <= params.overlap < model_window:
+        raise UsageError(
+            f"detect.overlap must be in [0, window={model_window}), got {params.overlap}"
+        )
+    window = tuple(max(1, edge) for edge in resampling.raster_pixels(model_window))
+    overlap = tuple(
+        min(shared, edge - 1)
+        for shared, edge in zip(resampling.raster_pixels(params.overlap), window, strict=True)
+    )
+    return plan_grid(raster.width, raster.height, window, overlap)  # type: ignore[arg-type]
+
+
 def detect(
     raster_uri: str,
     model_uri: str,
@@ -93,8 +120,13 @@ def detect(
     raster = inspect_raster(raster_uri)
     device = resolve_device(params.device, "detect.device")
     model = load_scripted_model(model_uri, device)
-    window = params.window or int(model.image_size)
-    grid = plan_grid(raster.width, raster.height, window, params.overlap)
+    model_size_m = model_pixel_size(model, model_uri)
+    resampling = plan_resampling(raster.pixel_size, model_size_m, params.resample, raster_uri)
+    grid = plan_windows(raster, resampling, params.window or int(model.image_size), params)
+    log_scale(raster, model_size_m, resampling, grid, params.resample)
+    threshold = (
+        float(model.score_threshold) if params.score_threshold is None else params.score_threshold
+    )
     windows = grid.windows()
     detections = RasterDetections([], [], [])
     skipped = 0
@@ -107,7 +139,7 @@ def detect(
             if batch.pixels:
                 images = [torch.from_numpy(pixels) for pixels in batch.pixels]
                 with torch.inference_mode():
-                    outputs = model(images, params.score_threshold)
+                    outputs = model(images, threshold)
                 for (row_index, column_index, tile), output in zip(
                     batch.windows, outputs, strict=True
                 ):
@@ -137,10 +169,36 @@ def detect(
     uri_io.write_bytes(out_uri, uri_io.dump_json(collection), content_type="application/geo+json")
     log.info("wrote %d panels to %s", len(order), out_uri)
     return DetectSummary(
-        window=window,
+        window=(grid.width, grid.height),
+        raster_pixel_size=raster.pixel_size.describe(),
+        model_pixel_size_m=model_size_m,
+        resampled=resampling.active,
+        score_threshold=threshold,
         windows=len(windows),
         skipped_nodata=skipped,
         detections=len(boxes),
         merged=len(boxes) - len(order),
         panels=len(order),
     )
+
+
+def log_scale(
+    raster: RasterInfo, model_size_m: float, resampling: Resampling, grid: WindowGrid, mode: str
+) -> None:
+    raster_size = raster.pixel_size.describe()
+    model_size = f"{format_metres(model_size_m)} m"
+    if resampling.active:
+        log.info(
+            "raster pixels %s, model pixels %s: windows of %dx%d raster px resampled to the "
+            "model's pixel size",
+            raster_size,
+            model_size,
+            grid.width,
+            grid.height,
+        )
+    elif mode == "never" and abs(raster.pixel_size.mean_m / model_size_m - 1) > 0.01:
+        log.warning(
+            "detect.resample=never: the raster's %s pixels are read as the model's %s ones",
+            raster_size,
+            model_size,
+        )

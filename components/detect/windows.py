@@ -19,19 +19,24 @@ from components.raster.tiling import axis_offsets
 
 @dataclass(frozen=True)
 class WindowGrid:
-    """Window offsets along each axis and the ownership cuts between neighbours."""
+    """Window offsets along each axis and the ownership cuts between neighbours.
 
-    size: int
+    Windows are ``width`` x ``height`` raster pixels: square unless the raster is resampled
+    to a model by different factors along its columns and rows.
+    """
+
+    width: int
+    height: int
     column_offsets: list[int]
     row_offsets: list[int]
 
     @property
     def column_cuts(self) -> list[float]:
-        return _cuts(self.column_offsets, self.size)
+        return _cuts(self.column_offsets, self.width)
 
     @property
     def row_cuts(self) -> list[float]:
-        return _cuts(self.row_offsets, self.size)
+        return _cuts(self.row_offsets, self.height)
 
     def windows(self) -> list[tuple[int, int, TileWindow]]:
         """``(row index, column index, window)`` row by row."""
@@ -39,7 +44,7 @@ class WindowGrid:
             (
                 row_index,
                 column_index,
-                TileWindow(col_off=col, row_off=row, width=self.size, height=self.size),
+                TileWindow(col_off=col, row_off=row, width=self.width, height=self.height),
             )
             for row_index, row in enumerate(self.row_offsets)
             for column_index, col in enumerate(self.column_offsets)
@@ -52,14 +57,24 @@ class WindowGrid:
         return x_min, y_min, x_max, y_max
 
 
-def plan_grid(width: int, height: int, window: int, overlap: int) -> WindowGrid:
-    """The windows covering a ``width`` x ``height`` raster."""
-    if not 0 <= overlap < window:
-        raise UsageError(f"detect.overlap must be in [0, window={window}), got {overlap}")
+def plan_grid(
+    width: int,
+    height: int,
+    window: int | tuple[int, int],
+    overlap: int | tuple[int, int],
+) -> WindowGrid:
+    """The windows covering a ``width`` x ``height`` raster; ``window`` and ``overlap`` are
+    one edge for both axes or ``(columns, rows)``."""
+    window_columns, window_rows = (window, window) if isinstance(window, int) else window
+    overlap_columns, overlap_rows = (overlap, overlap) if isinstance(overlap, int) else overlap
+    for edge, shared in ((window_columns, overlap_columns), (window_rows, overlap_rows)):
+        if not 0 <= shared < edge:
+            raise UsageError(f"detect.overlap must be in [0, window={edge}), got {shared}")
     return WindowGrid(
-        size=window,
-        column_offsets=axis_offsets(width, window, overlap, "pad"),
-        row_offsets=axis_offsets(height, window, overlap, "pad"),
+        width=window_columns,
+        height=window_rows,
+        column_offsets=axis_offsets(width, window_columns, overlap_columns, "pad"),
+        row_offsets=axis_offsets(height, window_rows, overlap_rows, "pad"),
     )
 
 

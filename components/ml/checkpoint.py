@@ -1,13 +1,16 @@
 """Load the detector from a train-stage checkpoint (``model.ckpt``, a Lightning checkpoint).
 
 The checkpoint's ``hyper_parameters`` name the detector (``arch``, ``num_classes`` with the
-background, ``image_size``, ``classes``); its ``state_dict`` holds the detector's weights under
-the LightningModule attribute ``model.``.
+background, ``image_size``, ``classes``) and, from checkpoints written since pixel sizes are
+recorded, ``pixel_size_m`` and the run's ``train_params``; its ``state_dict`` holds the
+detector's weights under the LightningModule attribute ``model.``; ``val_operating_point``
+holds the score threshold chosen on the val split (see ``module.py``).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,9 @@ class CheckpointInfo:
     image_size: int
     classes: list[str]
     anchor_scales: list[float] | None = None  # SSDlite's, when the checkpoint records them
+    pixel_size_m: float | None = None  # ground size of a model-input pixel, when recorded
+    val_score_threshold: float | None = None  # best-F1 threshold on val, when recorded
+    train_params: dict[str, Any] | None = None
     epoch: int | None = None
     global_step: int | None = None
     lightning_version: str | None = None
@@ -88,6 +94,13 @@ def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> Checkpo
         image_size=int(hyper_parameters["image_size"]),
         classes=classes,
         anchor_scales=_anchor_scales(checkpoint_uri, hyper_parameters.get("anchor_scales")),
+        pixel_size_m=_positive(
+            checkpoint_uri, "pixel_size_m", hyper_parameters.get("pixel_size_m")
+        ),
+        val_score_threshold=_val_score_threshold(checkpoint_uri, checkpoint),
+        train_params=hyper_parameters.get("train_params")
+        if isinstance(hyper_parameters.get("train_params"), dict)
+        else None,
         epoch=checkpoint.get("epoch"),
         global_step=checkpoint.get("global_step"),
         lightning_version=checkpoint.get("pytorch-lightning_version"),
@@ -108,6 +121,38 @@ def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
             "expected [smallest, largest] shares of the input edge)"
         )
     return [smallest, largest]
+
+
+def _positive(checkpoint_uri: str, key: str, recorded: Any) -> float | None:
+    """A recorded positive number, None when not recorded; otherwise the file is refused."""
+    if recorded is None:
+        return None
+    try:
+        value = float(recorded)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < math.inf:
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} ({key} {recorded!r}, expected a "
+            "positive number of metres)"
+        )
+    return value
+
+
+def _val_score_threshold(checkpoint_uri: str, checkpoint: dict[str, Any]) -> float | None:
+    point = checkpoint.get("val_operating_point")
+    if not isinstance(point, dict) or point.get("score_threshold") is None:
+        return None
+    try:
+        threshold = float(point["score_threshold"])
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0 <= threshold <= 1:
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (val_operating_point.score_threshold "
+            f"{point['score_threshold']!r}, expected a score in [0, 1])"
+        )
+    return threshold
 
 
 def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, CheckpointInfo]:

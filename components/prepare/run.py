@@ -35,6 +35,7 @@ from components.raster.tiling import plan_windows, tile_key
 
 log = get_logger(__name__)
 PNG_COMPRESS_LEVEL = 6
+STRETCH_WARNING = 0.05  # warn when ground pixels are this much longer one way than the other
 
 
 @dataclass
@@ -76,6 +77,19 @@ def select_windows(raster: RasterInfo, params: PrepareParams) -> list[TileWindow
         )
     log.info("area of interest keeps %d of %d tiles", len(kept), len(windows))
     return kept
+
+
+def warn_if_stretched(raster: RasterInfo) -> None:
+    """Tiles of pixels that are not square on the ground show panels stretched."""
+    size = raster.pixel_size
+    if abs(size.x_m / size.y_m - 1) > STRETCH_WARNING:
+        log.warning(
+            "%s has pixels of %s on the ground: the tiles show panels stretched by %.2f "
+            "(reproject it to square pixels to train on it)",
+            raster.uri,
+            size.describe(),
+            size.x_m / size.y_m,
+        )
 
 
 def existing_tile_hashes(tiles_prefix: str) -> dict[str, str]:
@@ -157,11 +171,13 @@ def prepare(
     summary = PrepareSummary(planned=len(windows))
     records: list[TileRecord] = []
     workers = worker_count(params)
+    warn_if_stretched(raster)
     log.info(
-        "tiling %s (%dx%d px, %s) into %d windows of %d px with %d workers",
+        "tiling %s (%dx%d px of %s, %s) into %d windows of %d px with %d workers",
         raster_uri,
         raster.width,
         raster.height,
+        raster.pixel_size.describe(),
         raster.crs,
         len(windows),
         params.tile_size,
@@ -187,6 +203,7 @@ def prepare(
         overlap=params.overlap,
         tiles_prefix=tiles_prefix.rstrip("/"),
         tiles=records,
+        pixel_size_m=float(f"{raster.pixel_size.mean_m:.6g}"),
     )
     save_manifest(manifest_uri, manifest)
     return summary

@@ -21,11 +21,12 @@ from components.core import uri as uri_io
 from components.core.errors import NotFoundError, SolarpipeError
 from components.core.manifest import TileWindow
 from components.core.s3 import raster_env
+from components.raster.pixel_size import PixelSize, raster_pixel_size
 
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What prepare needs to know about the source raster."""
+    """What prepare and detect need to know about a raster."""
 
     uri: str
     width: int
@@ -35,6 +36,7 @@ class RasterInfo:
     band_count: int
     dtype: str
     nodata: float | None
+    pixel_size: PixelSize
 
 
 @contextmanager
@@ -56,8 +58,9 @@ def inspect_raster(raster_uri: str) -> RasterInfo:
     if not uri_io.exists(raster_uri):
         raise NotFoundError(f"raster does not exist: {raster_uri}")
     with open_raster(raster_uri) as dataset:
-        if dataset.crs is None:
-            raise SolarpipeError(f"raster has no CRS: {raster_uri} (georeference it first)")
+        pixel_size = raster_pixel_size(
+            dataset.crs, dataset.transform, dataset.width, dataset.height, raster_uri
+        )
         dtype = dataset.dtypes[0]
         if dtype not in ("uint8", "uint16"):
             raise SolarpipeError(
@@ -77,6 +80,7 @@ def inspect_raster(raster_uri: str) -> RasterInfo:
             band_count=dataset.count,
             dtype=dtype,
             nodata=dataset.nodata,
+            pixel_size=pixel_size,
         )
 
 

@@ -34,7 +34,7 @@ log = logging.getLogger("components.train")
 LAST_CHECKPOINT = "last.ckpt"
 BEST_MONITOR = "val_map_50"
 # Hyper-parameters a checkpoint must share with this run to be resumed.
-RESUME_KEYS = ("arch", "num_classes", "image_size", "classes")
+RESUME_KEYS = ("arch", "num_classes", "image_size", "classes", "pixel_size_m")
 
 
 def add_io_options(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +110,7 @@ def build_trainer(
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from components.ml.datamodule import StreamEpoch
     from components.train.callbacks import PublishLastCheckpoint, TrainingRecord
 
     checkpoint_dir = work_dir / "checkpoints"
@@ -131,6 +132,7 @@ def build_trainer(
         PublishLastCheckpoint(out_uri, last, best),
         record,
         LearningRateMonitor(logging_interval="epoch"),
+        StreamEpoch(),
     ]
     if params.early_stopping_patience:
         callbacks.append(
@@ -154,7 +156,7 @@ def build_trainer(
         enable_progress_bar=tty,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(50, train_batches)),
-        reload_dataloaders_every_n_epochs=1,
+        reload_dataloaders_every_n_epochs=0 if params.persistent_workers else 1,
         use_distributed_sampler=False,
         num_sanity_val_steps=1,
     )
@@ -177,6 +179,8 @@ def collect_metrics(trainer: Any, parts: dict[str, Any]) -> dict[str, Any]:
         "val_map_75": _number(metrics.get("val_map_75")),
         "val_mar_100": _number(metrics.get("val_mar_100")),
         "best_val_map_50": _number(best.best_model_score),
+        "val_f1": _number(metrics.get("val_f1")),
+        "val_score_threshold": _number(metrics.get("val_score_threshold")),
         "epochs": int(trainer.current_epoch),
         "global_steps": int(trainer.global_step),
         "resumed_from_step": int(record.start_step),
@@ -250,6 +254,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
         scheduler=train_params.scheduler,
         warmup_fraction=train_params.warmup_fraction,
         bn_recalibration_batches=train_params.bn_recalibration_batches,
+        pixel_size_m=annotations.input_pixel_size(train_params.image_size),
+        data_pixel_size_m=annotations.pixel_size_m,
+        train_params=train_params.model_dump(mode="json"),
     )
     if resume_path:
         check_resumable(resume_path, dict(module.hparams))
