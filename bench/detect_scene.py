@@ -11,7 +11,7 @@ recall and precision >= 0.9 at IoU 0.5 at the model's pixel size, and each other
 recall >= 0.8x that recall. Training scenes use seeds from 0; the default seeds here are far
 from them.
 
-Usage: nice python bench/detect_scene.py --model out/export [--seeds 1000,1001] [--size 4096]
+Usage: nice python bench/detect_scene.py --model out/export [--seeds 1000,1001,1002,1003] [--size 2048]
        [--pixel-sizes 0.1,0.2] [--work DIR] [--json FILE] [--set detect.overlap=96 ...]
 """
 
@@ -210,8 +210,10 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model", required=True, help="export folder or model.pt")
-    parser.add_argument("--seeds", default="1000,1001", help="scene seeds, comma-separated")
-    parser.add_argument("--size", type=int, default=4096, help="scene edge in px at 0.1 m")
+    parser.add_argument(
+        "--seeds", default="1000,1001,1002,1003", help="scene seeds, comma-separated"
+    )
+    parser.add_argument("--size", type=int, default=2048, help="scene edge in px at 0.1 m")
     parser.add_argument("--pixel-sizes", default="0.1,0.2", help="metres, comma-separated")
     parser.add_argument("--work", help="folder for the scenes and detections (kept); default temp")
     parser.add_argument("--json", help="also write the pooled figures to this JSON file")
@@ -219,6 +221,31 @@ def parse_args() -> argparse.Namespace:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
     )
     return parser.parse_args()
+
+
+def score_model(
+    model: str,
+    seeds: list[int],
+    size: int,
+    pixel_sizes: list[float],
+    work: Path,
+    overrides: list[str],
+) -> tuple[dict[float, Scored], dict[tuple[float, int], Scored]]:
+    """Detect with ``model`` over every scene at every pixel size; pooled and per-scene scores."""
+    totals = {pixel_size: Scored() for pixel_size in pixel_sizes}
+    per_scene: dict[tuple[float, int], Scored] = {}
+    for seed in seeds:
+        rasters = scene_rasters(work, seed, size, pixel_sizes)
+        native = work / f"scene-{seed}-{size}.tif"
+        truth = json.loads(Path(truth_uri_for(str(native))).read_text())
+        for pixel_size, raster in rasters.items():
+            out = work / f"detections-{seed}-{pixel_size:g}m.geojson"
+            seconds = run_detect(raster, model, out, overrides)
+            scored = score_scene(json.loads(out.read_text()), truth)
+            scored.detect_seconds = seconds
+            per_scene[(pixel_size, seed)] = scored
+            totals[pixel_size].add(scored)
+    return totals, per_scene
 
 
 def main() -> int:
@@ -229,19 +256,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="detect-scene-") as temporary:
         work = Path(args.work or temporary)
         work.mkdir(parents=True, exist_ok=True)
-        totals = {pixel_size: Scored() for pixel_size in pixel_sizes}
-        per_scene: dict[tuple[float, int], Scored] = {}
-        for seed in seeds:
-            rasters = scene_rasters(work, seed, args.size, pixel_sizes)
-            native = work / f"scene-{seed}-{args.size}.tif"
-            truth = json.loads(Path(truth_uri_for(str(native))).read_text())
-            for pixel_size, raster in rasters.items():
-                out = work / f"detections-{seed}-{pixel_size:g}m.geojson"
-                seconds = run_detect(raster, args.model, out, args.overrides)
-                scored = score_scene(json.loads(out.read_text()), truth)
-                scored.detect_seconds = seconds
-                per_scene[(pixel_size, seed)] = scored
-                totals[pixel_size].add(scored)
+        totals, per_scene = score_model(
+            args.model, seeds, args.size, pixel_sizes, work, args.overrides
+        )
         figures = report(totals, per_scene)
     print(f"({len(seeds)} scenes of {args.size} px, {os.cpu_count()} cores, model {args.model})")
     if args.json:

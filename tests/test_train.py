@@ -4,6 +4,7 @@ checkpoint contract, ``--resume``, and the bad inputs it names in one line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,23 @@ def test_gpu_requested_without_cuda_is_an_error_or_falls_back_by_param() -> None
         resolve_hardware(TrainParams(accelerator="gpu"))
     plan = resolve_hardware(TrainParams(accelerator="gpu", fallback_to_cpu=True))
     assert (plan.accelerator, plan.precision) == ("cpu", "32-true")
+
+
+def test_cpu_threads_follow_the_affinity_capped_by_a_cgroup_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.train import hardware
+
+    cores = len(os.sched_getaffinity(0))
+    limit = tmp_path / "cpu.max"
+    monkeypatch.setattr(hardware, "CGROUP_CPU_MAX", limit)
+    limit.write_text("max 100000\n")  # no limit
+    assert hardware.cpu_budget() == cores
+    limit.write_text("50000 100000\n")  # half a core: one thread
+    assert hardware.cpu_budget() == 1
+    limit.write_text(f"{250000 * cores} 100000\n")  # a limit above the affinity
+    assert hardware.cpu_budget() == cores
+    assert resolve_hardware(TrainParams(accelerator="cpu", cpu_threads=3)).cpu_threads == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -108,6 +108,7 @@ class PreviewParams(Section):
 class TrainParams(Section):
     arch: Literal[
         "ssdlite320_mobilenet_v3_large",
+        "ssdlite_mobilenet_v3_large_stride8",
         "fasterrcnn_resnet50_fpn_v2",
         "fasterrcnn_mobilenet_v3_large_fpn",
     ] = Field(
@@ -130,6 +131,12 @@ class TrainParams(Section):
     )
     image_size: int = Field(256, gt=0, description="model input edge in px (tiles are resized)")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of the training process; 0 = the cores it may use (affinity, "
+        "cgroup CPU limit); 1 is several times faster when other work shares the cores",
+    )
     persistent_workers: bool = Field(
         True, description="keep the DataLoader worker processes between epochs"
     )

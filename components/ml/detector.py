@@ -9,6 +9,7 @@ from components.core.errors import SolarpipeError, UsageError
 
 ARCHITECTURES = (
     "ssdlite320_mobilenet_v3_large",
+    "ssdlite_mobilenet_v3_large_stride8",
     "fasterrcnn_resnet50_fpn_v2",
     "fasterrcnn_mobilenet_v3_large_fpn",
 )
@@ -34,12 +35,17 @@ def build_detector(
 
     if arch not in ARCHITECTURES:
         raise UsageError(f"train.arch: unknown architecture {arch!r} (one of {ARCHITECTURES})")
-    builder = getattr(detection, arch)
+    if arch == STRIDE8_ARCH:
+        from components.ml.ssdlite_stride8 import ssdlite_stride8 as builder
+    else:
+        builder = getattr(detection, arch)
     kwargs: dict[str, Any] = {"num_classes": num_classes, "weights": None, "weights_backbone": None}
     if not arch.startswith("ssdlite"):  # ssdlite's builder fixes 320 px: see _fit_input_size
         kwargs.update(min_size=image_size, max_size=image_size)
     if pretrained == "imagenet":
         kwargs["weights_backbone"] = "DEFAULT"
+    if arch == STRIDE8_ARCH and pretrained == "coco":
+        raise UsageError(f"train.pretrained=coco: there are no COCO weights for {arch}")
     try:
         if pretrained == "coco":
             model = builder(
@@ -69,6 +75,10 @@ def build_detector(
 # anchors per location, so the head is unchanged; the scales are kept in the checkpoint.
 SSDLITE_ANCHOR_SCALES = (0.07, 0.5)
 SSDLITE_MATCH_IOU = 0.4
+# The stride-8 variant spreads seven maps' anchors from 10 px on a 256-px input (a 1-m panel at
+# 0.1 m) up: its stride-16 map then starts at 30 px.
+STRIDE8_ARCH = "ssdlite_mobilenet_v3_large_stride8"
+STRIDE8_ANCHOR_SCALES = (0.04, 0.5)
 
 
 def _fit_input_size(
@@ -82,9 +92,10 @@ def _fit_input_size(
         from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
         from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-        smallest, largest = anchor_scales or SSDLITE_ANCHOR_SCALES
+        smallest, largest = anchor_scales or anchor_scales_of(arch)
+        maps = len(model.anchor_generator.aspect_ratios)  # 6, or 7 with the stride-8 map
         model.anchor_generator = DefaultBoxGenerator(
-            [[2, 3] for _ in range(6)], min_ratio=smallest, max_ratio=largest
+            [[2, 3] for _ in range(maps)], min_ratio=smallest, max_ratio=largest
         )
         model.proposal_matcher = det_utils.SSDMatcher(SSDLITE_MATCH_IOU)
         model.transform = GeneralizedRCNNTransform(
@@ -100,6 +111,8 @@ def _fit_input_size(
 
 def anchor_scales_of(arch: str) -> list[float] | None:
     """The anchor scales a new ``arch`` detector gets (kept in checkpoints); None if fixed."""
+    if arch == STRIDE8_ARCH:
+        return list(STRIDE8_ANCHOR_SCALES)
     return list(SSDLITE_ANCHOR_SCALES) if arch.startswith("ssdlite") else None
 
 

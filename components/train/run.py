@@ -227,6 +227,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
     from components.train.hardware import resolve_hardware
 
     plan = resolve_hardware(train_params)
+    torch.set_num_threads(plan.cpu_threads)
     if plan.accelerator == "gpu":
         torch.set_float32_matmul_precision("high")
     work_dir = work_dir_for(args.out)
@@ -264,11 +265,13 @@ def run(args: argparse.Namespace, params: Params) -> None:
     train_batches = max(1, len(annotations.split("train")) // train_params.batch_size)
     trainer, parts = build_trainer(train_params, plan, work_dir, args.out, train_batches)
     log.info(
-        "training %s on %d train / %d val tiles: %s, %s precision, up to %d epochs%s",
+        "training %s on %d train / %d val tiles: %s (%d CPU threads), %s precision, "
+        "up to %d epochs%s",
         train_params.arch,
         len(annotations.split("train")),
         len(annotations.split("val")),
         plan.accelerator,
+        plan.cpu_threads,
         plan.precision,
         train_params.epochs,
         f" or {train_params.max_minutes:g} min" if train_params.max_minutes else "",
