@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from stage_runner import run_stage
 
 from components.ml.matching import ImageMatches, match_image, precision_recall_f1
 from components.synth.geotiff import truth_uri_for, write_scene
@@ -115,16 +114,8 @@ def matched_ious(
 
 
 def run_detect(raster: Path, model: str, out: Path, overrides: list[str]) -> float:
-    command = [sys.executable, "-m", "components.detect", "--raster", str(raster)]
-    command += ["--model", model, "--out", str(out)]
-    for override in overrides:
-        command += ["--set", override]
-    print(f"detect_scene: $ {' '.join(command)}", flush=True)
-    started = time.perf_counter()
-    completed = subprocess.run(command)
-    if completed.returncode != 0:
-        raise SystemExit(f"detect failed with exit status {completed.returncode}")
-    return time.perf_counter() - started
+    options = ("--raster", str(raster), "--model", model, "--out", str(out))
+    return run_stage("detect", *options, overrides=overrides)
 
 
 def scene_rasters(work: Path, seed: int, size: int, pixel_sizes: list[float]) -> dict[float, Path]:

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from detect_scene import score_model
+from stage_runner import run_stage as stage
 
 from components.commands.quickstart import QUICKSTART_SCENE_PARTS, QUICKSTART_SCENE_SIZE
 from components.core import uri as uri_io
@@ -49,19 +48,6 @@ COLUMNS = (
     ("precision", "scene P", "{:.3f}"),
     ("recall_02", "R 0.2 m", "{:.3f}"),
 )
-
-
-def stage(name: str, *options: str, overrides: list[str]) -> float:
-    """Run one stage through its contract; its wall time in seconds."""
-    command = [sys.executable, "-m", f"components.{name}", *options]
-    for override in overrides:
-        command += ["--set", override]
-    print(f"quality: $ {' '.join(command)}", flush=True)
-    started = time.perf_counter()
-    completed = subprocess.run(command)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{name} failed with exit status {completed.returncode}")
-    return time.perf_counter() - started
 
 
 def checkpoint_test_map(checkpoint_uri: str, annotations_uri: str, overrides: list[str]) -> float:
