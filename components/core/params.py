@@ -115,6 +115,11 @@ class TrainParams(Section):
         "ssdlite320_mobilenet_v3_large",
         description="torchvision detector: ssdlite on CPU, fasterrcnn_resnet50_fpn_v2 on a GPU",
     )
+    anchor_ratios: list[Annotated[float, Field(gt=1)]] = Field(
+        default_factory=lambda: [2.0, 3.0],
+        min_length=1,
+        description="ssdlite: anchor aspect ratios besides 1:1, each landscape and portrait",
+    )
     pretrained: Literal["none", "coco", "imagenet"] = Field(
         "none", description="initial weights; coco/imagenet download them (network needed)"
     )

@@ -34,6 +34,7 @@ class CheckpointInfo:
     image_size: int
     classes: list[str]
     anchor_scales: list[float] | None = None  # SSDlite's, when the checkpoint records them
+    anchor_ratios: list[float] | None = None  # SSDlite's aspect ratios, when recorded
     pixel_size_m: float | None = None  # ground size of a model-input pixel, when recorded
     val_score_threshold: float | None = None  # best-F1 threshold on val, when recorded
     train_params: dict[str, Any] | None = None
@@ -94,6 +95,7 @@ def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> Checkpo
         image_size=int(hyper_parameters["image_size"]),
         classes=classes,
         anchor_scales=_anchor_scales(checkpoint_uri, hyper_parameters.get("anchor_scales")),
+        anchor_ratios=_anchor_ratios(checkpoint_uri, hyper_parameters.get("anchor_ratios")),
         pixel_size_m=_positive(
             checkpoint_uri, "pixel_size_m", hyper_parameters.get("pixel_size_m")
         ),
@@ -121,6 +123,22 @@ def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
             "expected [smallest, largest] shares of the input edge)"
         )
     return [smallest, largest]
+
+
+def _anchor_ratios(checkpoint_uri: str, recorded: Any) -> list[float] | None:
+    """The recorded SSDlite aspect ratios: None or a list of numbers above 1."""
+    if recorded is None:
+        return None
+    try:
+        ratios = [float(ratio) for ratio in recorded]
+    except (TypeError, ValueError):
+        ratios = []
+    if not ratios or not all(1 < ratio < math.inf for ratio in ratios):
+        raise SolarpipeError(
+            f"not a detector checkpoint: {checkpoint_uri} (anchor_ratios {recorded!r}, "
+            "expected aspect ratios above 1)"
+        )
+    return ratios
 
 
 def _positive(checkpoint_uri: str, key: str, recorded: Any) -> float | None:
@@ -165,7 +183,12 @@ def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, Checkpoint
         if key.startswith(STATE_PREFIX)
     }
     detector = build_detector(
-        info.arch, info.num_classes, info.image_size, "none", info.anchor_scales
+        info.arch,
+        info.num_classes,
+        info.image_size,
+        "none",
+        info.anchor_scales,
+        info.anchor_ratios,
     )
     try:
         result = detector.load_state_dict(detector_state, strict=False)

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Timer
 from torchmetrics.detection import MeanAveragePrecision
 
 from components.ml.dataset import TileBatch
-from components.ml.detector import anchor_scales_of, build_detector
+from components.ml.detector import SSDLITE_ANCHOR_RATIOS, anchor_scales_of, build_detector
 from components.ml.matching import ImageMatches, OperatingPoint, best_f1_threshold, match_image
 
 # Metric keys logged for each evaluated split, from MeanAveragePrecision's result.
@@ -107,6 +107,7 @@ class DetectorModule(LightningModule):
         warmup_fraction: float = 0.05,
         bn_recalibration_batches: int = 2,
         anchor_scales: Sequence[float] | None = None,
+        anchor_ratios: Sequence[float] | None = None,
         pixel_size_m: float | None = None,
         data_pixel_size_m: float | None = None,
         train_params: dict[str, Any] | None = None,
@@ -128,6 +129,7 @@ class DetectorModule(LightningModule):
                 "bn_recalibration_batches": bn_recalibration_batches,
                 # A checkpoint's own scales when loaded from one, the current ones when new.
                 "anchor_scales": list(anchor_scales) if anchor_scales else anchor_scales_of(arch),
+                "anchor_ratios": [float(r) for r in anchor_ratios or SSDLITE_ANCHOR_RATIOS],
                 "pixel_size_m": pixel_size_m,
                 "data_pixel_size_m": data_pixel_size_m,
                 "train_params": train_params,
@@ -136,7 +138,12 @@ class DetectorModule(LightningModule):
         # Channels-last convolutions: the same numbers, training steps about twice as fast for
         # ssdlite on CPU (oneDNN) in an interleaved measurement; GPUs favour the layout too.
         self.model = build_detector(
-            arch, num_classes, image_size, pretrained, self.hparams.anchor_scales
+            arch,
+            num_classes,
+            image_size,
+            pretrained,
+            self.hparams.anchor_scales,
+            self.hparams.anchor_ratios,
         ).to(memory_format=torch.channels_last)
         self.val_map = _map_metric()
         self.test_map = _map_metric()

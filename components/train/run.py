@@ -255,6 +255,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
         scheduler=train_params.scheduler,
         warmup_fraction=train_params.warmup_fraction,
         bn_recalibration_batches=train_params.bn_recalibration_batches,
+        anchor_ratios=train_params.anchor_ratios,
         pixel_size_m=annotations.input_pixel_size(train_params.image_size),
         data_pixel_size_m=annotations.pixel_size_m,
         train_params=train_params.model_dump(mode="json"),
