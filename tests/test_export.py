@@ -163,6 +163,10 @@ def bad_checkpoint(kind: str, folder: Path) -> Path:
         else:
             recorded["val_operating_point"] = {"score_threshold": 1.5}
         torch.save(recorded, path)
+    elif kind == "bad-anchor-ratios":
+        recorded = torch.load(cached_checkpoint(folder.parent), weights_only=False)
+        recorded["hyper_parameters"]["anchor_ratios"] = [0.5]
+        torch.save(recorded, path)
     elif kind == "bad-anchor-scales":
         torch.save(
             {
@@ -188,6 +192,7 @@ def bad_checkpoint(kind: str, folder: Path) -> Path:
         "unknown-arch",
         "wrong-weights",
         "bad-anchor-scales",
+        "bad-anchor-ratios",
         "bad-pixel-size",
         "bad-val-threshold",
     ],
@@ -320,3 +325,35 @@ def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
         assert generator.scales[0] == pytest.approx(recorded[0])
         assert generator.scales[-2] == pytest.approx(recorded[1])
     assert module.model.anchor_generator.scales[0] == pytest.approx(SSDLITE_ANCHOR_SCALES[0])
+
+
+def test_stride8_detector_with_wider_anchors_exports_as_its_checkpoint_records(
+    tmp_path: Path,
+) -> None:
+    """The stride-8 SSDlite with 5:1 anchors: the head has 8 anchors per location on 7 maps,
+    and export rebuilds exactly that detector from the checkpoint and scripts it."""
+    from components.ml.module import DetectorModule
+
+    arch = "ssdlite_mobilenet_v3_large_stride8"
+    module = DetectorModule(arch, 2, 128, ["solar_panel"], anchor_ratios=[2, 3, 5])
+    assert module.model.anchor_generator.num_anchors_per_location() == [8] * 7
+    path = tmp_path / "model.ckpt"
+    torch.save(
+        {
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+        },
+        path,
+    )
+
+    assert run_export(str(path), str(tmp_path / "export")) == 0
+
+    model = load_scripted_model(str(tmp_path / "export"))
+    assert model.arch == arch
+    image = sample_images(128, 1)[0]
+    module.model.eval()
+    with torch.inference_mode():
+        scripted = model([image], 0.0)[0]
+        eager = module.model([image.permute(2, 0, 1).float() / 255])[0]
+    assert len(scripted["boxes"]) == len(eager["boxes"]) > 0
