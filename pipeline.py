@@ -1,424 +1,237 @@
-"""The Kubeflow pipeline: one container task per stage image, with the same graph as ``dvc.yaml``.
+"""The Kubeflow pipeline: the graph of ``dvc.yaml`` as container tasks, one per stage image.
 
-``python pipeline.py compile | submit | run-local`` (also ``solarpipe kfp …``). Each task runs the
-stage contract ``python -m components.<stage> --set section.key=value … <io options>`` in the
-stage's image, writes under ``s3://<data.bucket>/runs/<run id>/<stage>/`` and hands the URI it
-produced to the tasks downstream as a string output parameter. Every params key of the stage
-sections (and ``data.*``) is a pipeline parameter, defaulting to ``params.yaml`` and editable per
-run; the ``kubeflow:`` section shapes the tasks (images, resources, GPU pool, retries, caching).
+``python pipeline.py compile | submit | run-local`` (also ``solarpipe kfp …``).
 
-The run id reaches each task as ``$KFP_RUN_ID``, read from the pod label ``pipeline/runid``
-that Kubeflow Pipelines puts on every pod of a run (``run-local`` sets it itself). It is not a
-task input, so KFP's cache keys stay equal across runs and a cached task hands downstream the
-URIs written by the run that computed it.
+* Each params section the stages read is one pipeline parameter: a JSON object you can edit per
+  run in the KFP UI, defaulting to ``params.yaml`` (plus ``--set``) at compile time.
+* The first task, ``params``, applies them over the params compiled in, validates them, and writes
+  the run's params document once, to ``s3://<data.bucket>/runs/<run id>/params.yaml``.
+* Every stage task runs the stage contract with ``--params`` that document, writes under
+  ``s3://<data.bucket>/runs/<run id>/<stage>/`` and hands downstream the URI it wrote. Its cache
+  key is its image, its input URIs and the digest of the params it reads. Its reports (preview's
+  gallery, preprocess's summary, train's curve, evaluate's overlays) are HTML and Markdown
+  artifacts in the KFP UI; evaluate's figures are the run's Metrics, the export its Model.
+* train is retried and resumes from its last checkpoint (a preempted GPU node loses minutes, not
+  the run). detect, and the deploy step that rolls the serving Deployment to the new model, run
+  only when evaluate's mAP@0.5 reaches ``kubeflow.min_map50``.
+
+The ``kubeflow:`` params section shapes the tasks (images, resources, GPU pool, retries, caching);
+the stage declaration (components/core/stages.py) gives each stage its options and image.
 """
 
-from __future__ import annotations
-
 import argparse
-import inspect
 import sys
 import tempfile
 import time
-import typing
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-import yaml
-from pydantic import BaseModel
-
+from components.commands.embedded import DEFAULT_SCENE_SIZE, run_command
 from components.core.errors import SolarpipeError, UsageError
-from components.core.params import KubeflowParams, Params, load_params
+from components.core.params import KubeflowParams, Params, load_params, params_yaml, parse_override
 from components.core.stage import run_guarded
-from components.images.names import STAGES as IMAGE_STAGES
-from components.images.names import image_name
-from components.kubeflow.secret import OPTIONAL_S3_KEYS, REQUIRED_S3_KEYS
+from components.core.stages import BY_NAME, STAGES
+from components.images.names import IMAGES, PIPELINE_IMAGE, image_name, pinned
+from components.kubeflow.results import exported_model, quality_gate
+from components.kubeflow.tasks import (
+    NEWEST_BACKEND,
+    PARAMS_TASK_RESOURCES,
+    configure_stage_task,
+    configure_task,
+    deploy_component,
+    merge_component,
+    params_component,
+    parse_backend,
+    stage_component,
+)
 
 PIPELINE_NAME = "solarpipe"
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
-RUN_ID_VARIABLE = "KFP_RUN_ID"
-RUN_ID_FIELD = "metadata.labels['pipeline/runid']"
-# data.* and each stage's own section (the stages' params sections are named after them)
-PARAMETER_SECTIONS = ("data", *IMAGE_STAGES)
-
-# ---------------------------------------------------------------------------------------------
-# The graph
-
-
-@dataclass(frozen=True)
-class StageTask:
-    """One stage as a task: where its inputs come from and what it writes under the run folder.
-
-    ``inputs`` maps a stage option to its source: a ``data.*`` pipeline parameter or the output
-    of an upstream stage. The stage writes ``<run>/<stage>/<out>`` through ``out_option`` (empty
-    ``out``: the stage folder itself) and hands ``<run>/<stage>/<output_at>`` downstream as the
-    output parameter ``output``.
-    """
-
-    name: str
-    inputs: tuple[tuple[str, str], ...]
-    out_option: str
-    out: str
-    output: str
-    output_at: str
-
-
-STAGE_TASKS = (
-    StageTask(
-        name="prepare",
-        inputs=(("raster", "data.raster"), ("tiles", "data.tiles")),
-        out_option="--manifest",
-        out="manifest.json",
-        output="manifest",
-        output_at="manifest.json",
-    ),
-    StageTask(
-        name="preprocess",
-        inputs=(("annotations", "data.annotations"), ("manifest", "prepare")),
-        out_option="--out",
-        out="annotations.json",
-        output="annotations_json",
-        output_at="annotations.json",
-    ),
-    StageTask(
-        name="preview",
-        inputs=(("annotations", "preprocess"),),
-        out_option="--out",
-        out="",
-        output="gallery",
-        output_at="",
-    ),
-    StageTask(
-        name="train",
-        inputs=(("annotations", "preprocess"),),
-        out_option="--out",
-        out="",
-        output="checkpoint",
-        output_at="model.ckpt",
-    ),
-    StageTask(
-        name="export",
-        inputs=(("checkpoint", "train"),),
-        out_option="--out",
-        out="",
-        output="model",
-        output_at="",
-    ),
-    StageTask(
-        name="evaluate",
-        inputs=(("annotations", "preprocess"), ("model", "export")),
-        out_option="--out",
-        out="",
-        output="evaluation",
-        output_at="",
-    ),
-    StageTask(
-        name="detect",
-        inputs=(("raster", "data.raster"), ("model", "export")),
-        out_option="--out",
-        out="detections.geojson",
-        output="detections",
-        output_at="detections.geojson",
-    ),
+# run-local keeps each run's KFP artifacts here, as the KFP UI would show them
+LOCAL_ARTIFACTS = PROJECT_ROOT / "out" / "run-local"
+# The params sections that are pipeline parameters: data and every section a stage reads.
+PARAMETER_SECTIONS = tuple(
+    dict.fromkeys(["data", *(section for stage in STAGES for section in stage.params_sections)])
 )
-STAGES = {task.name: task for task in STAGE_TASKS}
+# data.* keys the tasks are given (the run's bucket, and what stage options point at).
+DATA_VALUES = tuple(
+    dict.fromkeys(
+        ["data.bucket"]
+        + [option.source for stage in STAGES for option in stage.options if option.from_params]
+    )
+)
 
 
-def upstream_stages(task: StageTask) -> list[str]:
-    return [source for _, source in task.inputs if source in STAGES]
-
-
-def pipeline_edges(stages: Sequence[str] = tuple(STAGES)) -> set[tuple[str, str]]:
-    """(upstream, downstream) pairs of the graph."""
-    return {(up, name) for name in stages for up in upstream_stages(STAGES[name])}
-
-
-def select_stages(names: Sequence[str]) -> list[str]:
-    """The stages to run, in graph order; every upstream stage must be among them."""
-    unknown = [name for name in names if name not in STAGES]
-    if unknown:
-        raise UsageError(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}")
-    chosen = [name for name in STAGES if name in names]
-    for name in chosen:
-        missing = [up for up in upstream_stages(STAGES[name]) if up not in chosen]
-        if missing:
-            raise UsageError(f"stage {name} needs {', '.join(missing)}: add it to --stages")
-    return chosen
-
-
-# ---------------------------------------------------------------------------------------------
-# Pipeline parameters: every params key of the data and stage sections
-
-ParameterKind = Literal["int", "float", "bool", "str", "yaml"]
-KFP_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str, "yaml": str}
-
-
-@dataclass(frozen=True)
-class PipelineParameter:
-    """A params key (``train.epochs``) as the pipeline parameter ``train_epochs``.
-
-    Keys whose type KFP has no parameter type for (optional numbers, unions, lists) travel as
-    ``yaml`` text (``null``, ``auto``), which ``--set`` parses back exactly.
-    """
-
-    key: str
-    kind: ParameterKind
-    default: Any
-
-    @property
-    def name(self) -> str:
-        return self.key.replace(".", "_")
-
-    @property
-    def section(self) -> str:
-        return self.key.split(".", 1)[0]
-
-    def argument(self, value: Any) -> Any:
-        """A params value as this parameter's KFP value."""
-        if self.kind == "yaml":
-            return yaml_text(value)
-        if self.kind == "float":
-            return float(value)
-        return value
-
-
-def yaml_text(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
-    return text.removesuffix("...").strip()
-
-
-def _kind(annotation: Any) -> ParameterKind:
-    if annotation is bool:
-        return "bool"
-    if annotation is int:
-        return "int"
-    if annotation is float:
-        return "float"
-    if annotation is str:
-        return "str"
-    if typing.get_origin(annotation) is Literal and all(
-        isinstance(choice, str) for choice in typing.get_args(annotation)
-    ):
-        return "str"
-    return "yaml"
-
-
-def _flatten(prefix: str, section: BaseModel) -> Iterator[PipelineParameter]:
-    for field_name, field in type(section).model_fields.items():
-        value = getattr(section, field_name)
-        key = f"{prefix}.{field_name}"
-        if isinstance(value, BaseModel):
-            yield from _flatten(key, value)
-        else:
-            yield PipelineParameter(key, _kind(field.annotation), value)
-
-
-def pipeline_parameters(params: Params) -> list[PipelineParameter]:
-    """Every pipeline parameter, with its default from ``params``."""
-    found = [
-        parameter
-        for section in PARAMETER_SECTIONS
-        for parameter in _flatten(section, getattr(params, section))
-    ]
-    names = [parameter.name for parameter in found]
-    duplicated = {name for name in names if names.count(name) > 1}
-    assert not duplicated, f"params keys flatten to the same name: {duplicated}"
-    return found
-
-
-def parameters_used_by(stages: Sequence[str], params: Params) -> list[PipelineParameter]:
-    used_data = {"data.bucket"} | {
-        source for name in stages for _, source in STAGES[name].inputs if source.startswith("data.")
+def images_for(kubeflow: KubeflowParams) -> dict[str, str]:
+    """Each image's reference: ``[<registry>/]solarpipe-<name>:<tag>`` (tag: the code's), pinned
+    to its ``@sha256:`` digest when ``images build --push`` pushed it from this tree."""
+    return {
+        name: pinned(image_name(name, tag=kubeflow.tag or None, registry=kubeflow.registry or None))
+        for name in IMAGES
     }
-    return [
-        parameter
-        for parameter in pipeline_parameters(params)
-        if parameter.key in used_data or parameter.section in stages
-    ]
 
 
-# ---------------------------------------------------------------------------------------------
-# Components and tasks
-
-
-def image_for(stage: str, kubeflow: KubeflowParams) -> str:
-    """``[<registry>/]solarpipe-<stage>:<tag>``; the tag defaults to the project version."""
-    return image_name(stage, tag=kubeflow.tag or None, registry=kubeflow.registry or None)
-
-
-def task_script(task: StageTask) -> str:
-    """The shell around the stage: run it, then publish the URI it wrote as the task's output.
-
-    Arguments: ``$1`` bucket, ``$2`` the output parameter's file, then the stage's own options.
-    """
-    stage_dir = f"$run/{task.name}"
-    out_uri = f"{stage_dir}/{task.out}" if task.out else stage_dir
-    output_uri = f"{stage_dir}/{task.output_at}" if task.output_at else stage_dir
-    missing_id = (
-        f"{RUN_ID_VARIABLE} is not set (Kubeflow sets it from the pod label pipeline/runid)"
-    )
-    return "\n".join(
-        [
-            "set -eu",
-            f'run="s3://$1/runs/${{{RUN_ID_VARIABLE}:?{missing_id}}}"',
-            'output_file="$2"',
-            "shift 2",
-            f'python -m components.{task.name} {task.out_option} "{out_uri}" "$@"',
-            'mkdir -p "$(dirname "$output_file")"',
-            f'printf \'%s\' "{output_uri}" > "$output_file"',
-        ]
-    )
-
-
-def _signature_parameter(
-    name: str, annotation: Any, default: Any = inspect.Parameter.empty
-) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default
-    )
-
-
-def stage_component(task: StageTask, parameters: Sequence[PipelineParameter], image: str) -> Any:
-    """The ``@dsl.container_component`` of one stage image.
-
-    Inputs: the bucket, the stage's input URIs and its section's parameters; output: the URI
-    downstream tasks read.
-    """
+def build_pipeline(params: Params, backend: tuple[int, int] = NEWEST_BACKEND) -> Any:
+    """The pipeline, its parameters defaulting to ``params``, its tasks shaped by ``kubeflow``
+    as far as a KFP ``backend`` of that version knows them."""
     from kfp import dsl
 
-    signature = [_signature_parameter("bucket", str)]
-    signature += [_signature_parameter(option, str) for option, _ in task.inputs]
-    signature.append(_signature_parameter(task.output, dsl.OutputPath(str)))
-    signature += [_signature_parameter(p.name, KFP_TYPES[p.kind]) for p in parameters]
-    names = [parameter.name for parameter in signature]
-
-    def container(*placeholders: Any) -> Any:
-        values = dict(zip(names, placeholders, strict=True))
-        args: list[Any] = [values["bucket"], values[task.output]]
-        for option, _ in task.inputs:
-            args += [f"--{option}", values[option]]
-        for parameter in parameters:
-            setting = dsl.ConcatPlaceholder([f"{parameter.key}=", values[parameter.name]])
-            args += ["--set", setting]
-        return dsl.ContainerSpec(
-            image=image, command=["sh", "-c", task_script(task), task.name], args=args
-        )
-
-    container.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
-    container.__name__ = container.__qualname__ = task.name
-    container.__doc__ = f"The {task.name} stage: python -m components.{task.name}."
-    return dsl.container_component(container)
-
-
-def configure_task(task: Any, stage: str, kubeflow: KubeflowParams) -> None:
-    """Per-task settings from the ``kubeflow:`` params section."""
-    from kfp import kubernetes
-
-    task.set_caching_options(enable_caching=kubeflow.caching and stage != "preprocess")
-    resources = getattr(kubeflow.resources, stage)
-    task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
-    task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
-    kubernetes.set_security_context(
-        task,
-        run_as_user=kubeflow.run_as_user,
-        run_as_group=kubeflow.run_as_group,
-        run_as_non_root=True,
+    kubeflow = params.kubeflow
+    image = images_for(kubeflow)
+    run_params = params_component(
+        image[PIPELINE_IMAGE],
+        params_yaml(params),
+        PARAMETER_SECTIONS,
+        DATA_VALUES,
+        [stage.name for stage in STAGES],
     )
-    kubernetes.use_secret_as_env(task, kubeflow.s3_secret, {key: key for key in REQUIRED_S3_KEYS})
-    kubernetes.use_secret_as_env(
-        task, kubeflow.s3_secret, {key: key for key in OPTIONAL_S3_KEYS}, optional=True
-    )
-    kubernetes.use_field_path_as_env(task, RUN_ID_VARIABLE, RUN_ID_FIELD)
-    kubernetes.set_image_pull_policy(task, kubeflow.image_pull_policy)
-    if kubeflow.image_pull_secrets:
-        kubernetes.set_image_pull_secrets(task, list(kubeflow.image_pull_secrets))
-    retry = kubeflow.retry
-    if stage in retry.stages and retry.max_retries > 0:
-        task.set_retry(
-            num_retries=retry.max_retries,
-            backoff_duration=retry.backoff_duration,
-            backoff_factor=retry.backoff_factor,
-            backoff_max_duration=retry.backoff_max_duration,
-        )
-    gpu = kubeflow.gpu
-    if stage not in gpu.stages:
-        return
-    kubernetes.empty_dir_mount(
-        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=gpu.shm_size
-    )
-    if gpu.accelerator_limit == 0:
-        return
-    task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
-    for label, value in gpu.node_selector.items():
-        kubernetes.add_node_selector(task, label_key=label, label_value=value)
-    for toleration in gpu.tolerations:
-        kubernetes.add_toleration(
-            task,
-            key=toleration.key or None,
-            operator=toleration.operator,
-            value=toleration.value or None,
-            effect=toleration.effect or None,
-        )
-
-
-def build_pipeline(params: Params, stages: Sequence[str] = tuple(STAGES)) -> Any:
-    """The pipeline of ``stages`` (all by default) with defaults and task settings from params."""
-    from kfp import dsl
-
-    chosen = select_stages(stages)
-    parameters = parameters_used_by(chosen, params)
-    by_name = {parameter.name: parameter for parameter in parameters}
-    components = {
-        name: stage_component(
-            STAGES[name],
-            [p for p in parameters if p.section == name],
-            image_for(name, params.kubeflow),
-        )
-        for name in chosen
+    components = {stage.name: stage_component(stage, image[stage.name]) for stage in STAGES}
+    # prepare and detect fan out over kubeflow.shards pods; the light prepare image (numpy,
+    # shapely, no torch) joins the parts of both.
+    shard_components = {
+        stage.name: stage_component(stage, image[stage.name], sharded=True)
+        for stage in STAGES
+        if stage.shardable
     }
-    outputs_type = NamedTuple(  # type: ignore[misc]
-        "Outputs", [(STAGES[name].output, str) for name in chosen]
-    )
+    merges = {name: merge_component(BY_NAME[name], image["prepare"]) for name in shard_components}
+    shards = [f"{index}/{kubeflow.shards}" for index in range(kubeflow.shards)]
 
-    def solarpipe(*channels: Any) -> Any:
-        values = dict(zip(by_name, channels, strict=True))
-        tasks: dict[str, Any] = {}
-        for name in chosen:
-            stage = STAGES[name]
-            arguments = {"bucket": values["data_bucket"]}
-            for option, source in stage.inputs:
-                if source in STAGES:
-                    arguments[option] = tasks[source].outputs[STAGES[source].output]
-                else:
-                    arguments[option] = values[source.replace(".", "_")]
-            arguments.update({p.name: values[p.name] for p in parameters if p.section == name})
-            tasks[name] = components[name](**arguments)
-            configure_task(tasks[name], name, params.kubeflow)
-        return outputs_type(*(tasks[name].outputs[STAGES[name].output] for name in chosen))
+    def over_shards(name: str, bucket: Any, params_digest: Any, **inputs: Any) -> Any:
+        """Stage ``name`` over every shard, then its parts joined; the URI of the whole."""
+        with dsl.ParallelFor(shards, parallelism=kubeflow.shard_parallelism) as shard:
+            part = shard_components[name](
+                bucket=bucket, params_digest=params_digest, shard=shard, **inputs
+            )
+            configure_stage_task(part, BY_NAME[name], kubeflow, backend)
+        joined = merges[name](bucket=bucket, parts=dsl.Collected(part.outputs["uri"]))
+        merge_resources = kubeflow.resources.prepare
+        configure_task(
+            joined, kubeflow, merge_resources, cached=True, retried=True, gpu=False, backend=backend
+        )
+        return joined.outputs["uri"]
 
-    solarpipe.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            _signature_parameter(p.name, KFP_TYPES[p.kind], p.argument(p.default))
-            for p in parameters
-        ],
-        return_annotation=outputs_type,
-    )
-    return dsl.pipeline(
+    # Each fan-out is a pipeline of its own, whose inputs reach the loop as pipeline inputs
+    # (kfp 2.17's local runner gives a loop's task-output inputs the loop item instead).
+    @dsl.pipeline(name="prepare-over-shards")
+    def prepare_over_shards(bucket: str, params_digest: str, raster: str, tiles: str) -> str:
+        return over_shards("prepare", bucket, params_digest, raster=raster, tiles=tiles)
+
+    @dsl.pipeline(name="detect-over-shards")
+    def detect_over_shards(bucket: str, params_digest: str, raster: str, model: str) -> str:
+        return over_shards("detect", bucket, params_digest, raster=raster, model=model)
+
+    # After a preemption Kubeflow retries train, which picks up <out>/last.ckpt.
+    components["train"] = stage_component(BY_NAME["train"], image["train"], ["--resume"])
+    in_pipeline_image = {"base_image": image[PIPELINE_IMAGE], "install_kfp_package": False}
+    gate = dsl.component(quality_gate, **in_pipeline_image)
+    roll_out = deploy_component(image[PIPELINE_IMAGE], kubeflow.deploy)
+    model_card = dsl.component(exported_model, **in_pipeline_image)
+    # KFP's parameter defaults cannot hold null: those keys keep the value compiled in.
+    default = params.model_dump(mode="json", exclude_none=True)
+
+    @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Solar panels in aerial images: prepare, preprocess, preview, train, "
-        "export, evaluate, detect. Outputs under s3://<data_bucket>/runs/<run id>/.",
-    )(solarpipe)
+        "export, evaluate, detect. Outputs under s3://<data.bucket>/runs/<run id>/.",
+    )
+    def solarpipe(
+        data: dict = default["data"],
+        prepare: dict = default["prepare"],
+        labelstudio: dict = default["labelstudio"],
+        preprocess: dict = default["preprocess"],
+        preview: dict = default["preview"],
+        train: dict = default["train"],
+        export: dict = default["export"],
+        evaluate: dict = default["evaluate"],
+        detect: dict = default["detect"],
+    ) -> None:
+        run = run_params(
+            data=data,
+            prepare=prepare,
+            labelstudio=labelstudio,
+            preprocess=preprocess,
+            preview=preview,
+            train=train,
+            export=export,
+            evaluate=evaluate,
+            detect=detect,
+        )
+        configure_task(
+            run,
+            kubeflow,
+            PARAMS_TASK_RESOURCES,
+            cached=False,
+            retried=True,
+            gpu=False,
+            backend=backend,
+        )
+
+        def stage(name: str, **inputs: Any) -> Any:
+            """Stage ``name`` in the run's folder with its params; the URI it hands down."""
+            task = components[name](
+                bucket=run.outputs["bucket"], params_digest=run.outputs[f"{name}_params"], **inputs
+            )
+            configure_stage_task(task, BY_NAME[name], kubeflow, backend)
+            return task.outputs["uri"]
+
+        def result(task: Any) -> Any:
+            configure_task(
+                task,
+                kubeflow,
+                PARAMS_TASK_RESOURCES,
+                cached=True,
+                retried=True,
+                gpu=False,
+                backend=backend,
+            )
+            return task
+
+        manifest = prepare_over_shards(
+            bucket=run.outputs["bucket"],
+            params_digest=run.outputs["prepare_params"],
+            raster=run.outputs["raster"],
+            tiles=run.outputs["tiles"],
+        ).output
+        annotations = stage("preprocess", annotations=run.outputs["annotations"], manifest=manifest)
+        stage("preview", annotations=annotations)
+        checkpoint = stage("train", annotations=annotations)
+        model = stage("export", checkpoint=checkpoint)
+        evaluation = stage("evaluate", annotations=annotations, model=model)
+        scored = result(gate(evaluation=evaluation, minimum=kubeflow.min_map50))
+        result(model_card(export=model, evaluation=evaluation))
+        with dsl.If(scored.outputs["Output"] >= kubeflow.min_map50, name="good-enough"):
+            detect_over_shards(
+                bucket=run.outputs["bucket"],
+                params_digest=run.outputs["detect_params"],
+                raster=run.outputs["raster"],
+                model=model,
+            )
+            if kubeflow.deploy.enabled:
+                # Side effects and no retry: a deploy that fails rolls back and says why.
+                configure_task(
+                    roll_out(model=model),
+                    kubeflow,
+                    PARAMS_TASK_RESOURCES,
+                    cached=False,
+                    retried=False,
+                    gpu=False,
+                    backend=backend,
+                    s3=False,
+                )
+
+    return solarpipe
 
 
-def compile_pipeline(params: Params, package_path: Path) -> None:
+def compile_pipeline(
+    params: Params, package_path: Path, backend: tuple[int, int] = NEWEST_BACKEND
+) -> None:
     from kfp import compiler
 
     compiler.Compiler().compile(
-        pipeline_func=build_pipeline(params), package_path=str(package_path)
+        pipeline_func=build_pipeline(params, backend), package_path=str(package_path)
     )
 
 
@@ -426,37 +239,23 @@ def compile_pipeline(params: Params, package_path: Path) -> None:
 # Settings from the command line: --params and --set
 
 
-def load_settings(params_path: str | None, overrides: Sequence[str]) -> tuple[Params, dict]:
-    """Params (file + ``--set``) and the run arguments the ``--set`` options name.
+def load_settings(
+    params_path: str | None, overrides: Sequence[str], profile: str | None = None
+) -> tuple[Params, dict]:
+    """Params (file + ``--set``) and the run's arguments: each section a ``--set`` touched.
 
-    A key is a pipeline parameter (``train_epochs`` or ``train.epochs``) or a ``kubeflow.*``
-    setting, which shapes the tasks at compile time. Values are validated by the params schema.
+    ``kubeflow.*`` settings shape the tasks at compile time; every other key is a per-run value
+    of its section's pipeline parameter. Values are validated by the params schema. The params
+    compiled in carry the ``--set`` values too.
     """
     path = params_path or (str(DEFAULT_PARAMS) if DEFAULT_PARAMS.exists() else None)
-    known = pipeline_parameters(Params())
-    by_name = {parameter.name: parameter for parameter in known}
-    by_key = {parameter.key: parameter for parameter in known}
-    dotted: list[str] = []
-    chosen: list[PipelineParameter] = []
-    for text in overrides:
-        key, sep, raw = text.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set expects KEY=VALUE, got {text!r}")
-        if key.startswith("kubeflow."):
-            dotted.append(text)
-            continue
-        parameter = by_name.get(key) or by_key.get(key)
-        if parameter is None:
-            raise UsageError(
-                f"--set {key}: the pipeline has no such parameter; it has "
-                f"{', '.join(by_name)} (and kubeflow.* settings)"
-            )
-        dotted.append(f"{parameter.key}={raw}")
-        chosen.append(parameter)
-    params = load_params(path, dotted)
-    current = {parameter.key: parameter for parameter in pipeline_parameters(params)}
-    arguments = {p.name: p.argument(current[p.key].default) for p in chosen}
+    params = load_params(path, list(overrides), profile)
+    touched = dict.fromkeys(parse_override(text)[0].split(".", 1)[0] for text in overrides)
+    arguments = {
+        section: getattr(params, section).model_dump(mode="json")
+        for section in touched
+        if section in PARAMETER_SECTIONS
+    }
     return params, arguments
 
 
@@ -465,7 +264,8 @@ def load_settings(params_path: str | None, overrides: Sequence[str]) -> tuple[Pa
 
 
 def compile_command(args: argparse.Namespace) -> None:
-    params, _ = load_settings(args.params, args.overrides)
+    params, _ = load_settings(args.params, args.overrides, args.profile)
+    backend = parse_backend(args.kfp_backend)
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as pipeline.yaml")
@@ -473,11 +273,11 @@ def compile_command(args: argparse.Namespace) -> None:
     with tempfile.NamedTemporaryFile("wb", dir=out.parent, suffix=".yaml", delete=False) as tmp:
         staging = Path(tmp.name)
     try:
-        compile_pipeline(params, staging)
+        compile_pipeline(params, staging, backend)
         staging.replace(out)
     finally:
         staging.unlink(missing_ok=True)
-    print(f"compiled {len(STAGES)} tasks to {out}")
+    print(f"compiled {len(STAGES)} stage tasks to {out}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +288,8 @@ def submit_command(args: argparse.Namespace) -> None:
     from components.kubeflow.api import RunRequest, api_host, api_token, check_api, create_run
     from components.kubeflow.secret import ensure_s3_secret
 
-    params, arguments = load_settings(args.params, args.overrides)
+    params, arguments = load_settings(args.params, args.overrides, args.profile)
+    backend = parse_backend(args.kfp_backend)
     kubeflow = params.kubeflow
     namespace = args.namespace or kubeflow.namespace
     host, token = api_host(args.host), api_token()
@@ -498,7 +299,8 @@ def submit_command(args: argparse.Namespace) -> None:
         check_api(host, token)  # before compiling: an unreachable host or bad token fails fast
     with tempfile.TemporaryDirectory(prefix="solarpipe-kfp-") as folder:
         package = Path(folder) / "pipeline.yaml"
-        compile_pipeline(params, package)
+        compile_pipeline(params, package, backend)
+        warn_about_a_time_cap(params)
         request = RunRequest(
             package=str(package),
             arguments=arguments,
@@ -516,38 +318,108 @@ def submit_command(args: argparse.Namespace) -> None:
 # run-local
 
 
-def run_local(params: Params, arguments: dict[str, Any], stages: Sequence[str]) -> dict[str, str]:
-    """Run ``stages`` in their local images; returns the run id and the outputs' URIs."""
+def run_local(params: Params, arguments: dict[str, Any]) -> dict[str, str]:
+    """Run the graph in the local images; returns the run folder and each stage's output URI."""
     from components.kubeflow.local import check_local_images, local_s3_environment, run_in_docker
+    from components.kubeflow.tasks import RUN_ID_VARIABLE
 
-    chosen = select_stages(stages)
     environment = local_s3_environment()
-    check_local_images({name: image_for(name, params.kubeflow) for name in chosen})
+    check_local_images(images_for(params.kubeflow))
     run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     environment[RUN_ID_VARIABLE] = run_id
-    # --set values of stages left out were validated but have nothing to set
-    used = {parameter.name for parameter in parameters_used_by(chosen, params)}
-    # No retries here: a local failure is for the developer to see at once.
+    # No retries here: a local failure is for the developer to see at once; no deploy either
+    # (no Kubernetes cluster to roll out to).
     local_params = params.model_copy(deep=True)
     local_params.kubeflow.retry.max_retries = 0
+    local_params.kubeflow.deploy.enabled = False
+    artifacts = LOCAL_ARTIFACTS / run_id
+    # kfp.local cannot pass null inside a dict parameter; the params compiled in hold the --set
+    # values already (nulls included), and a key left out of an argument keeps them.
+    without_nulls = {
+        section: {key: value for key, value in values.items() if value is not None}
+        for section, values in arguments.items()
+    }
     try:
-        outputs = run_in_docker(
-            build_pipeline(local_params, chosen),
-            {name: value for name, value in arguments.items() if name in used},
-            environment,
-        )
+        run_in_docker(build_pipeline(local_params), without_nulls, environment, artifacts)
     except SolarpipeError as exc:
         raise SolarpipeError(f"run-local {run_id}: {exc}") from exc
-    return {"run": run_id, **{STAGES[name].output: outputs[STAGES[name].output] for name in chosen}}
+    run_folder = f"s3://{params.data.bucket}/runs/{run_id}"
+    outputs = {"run": run_folder, "artifacts": str(artifacts)}
+    for stage in STAGES:
+        handed_down = "" if stage.hands_down == "." else f"/{stage.hands_down}"
+        outputs[stage.name] = f"{run_folder}/{stage.name}{handed_down}"
+    return outputs
+
+
+def warn_about_a_time_cap(params: Params) -> None:
+    """The quickstart's CPU budget on a GPU pool is almost certainly not what was meant."""
+    gpu = params.kubeflow.gpu
+    if params.train.max_minutes and "train" in gpu.stages and gpu.accelerator_limit > 0:
+        print(
+            f"warning: train.max_minutes={params.train.max_minutes:g} caps training on the GPU "
+            "pool at the quickstart's budget; --profile gpu (or --set train.max_minutes=null) "
+            "lifts it",
+            file=sys.stderr,
+        )
+
+
+def embedded_default_data(params: Params, size: int, seed: int) -> None:
+    """What the quickstart does before the graph: the buckets, the synthetic scene at
+    ``data.raster``, its tiles (prepare, here) and the annotator's labels."""
+    from components.commands.embedded import label_if_unlabelled, provide_scene, stage_environment
+    from components.commands.s3 import data_buckets
+    from components.core.uri import exists, write_text
+    from components.s3server import ensure_bucket
+
+    data = params.data
+    for bucket in data_buckets(data):
+        ensure_bucket(bucket)
+    if not exists(data.raster):
+        provide_scene(PROJECT_ROOT, data.raster, size, seed, "run-local")
+    folder = LOCAL_ARTIFACTS / "embedded"
+    write_text(str(folder / "params.yaml"), params_yaml(params))
+    manifest = str(folder / "manifest.json")
+    env = stage_environment()
+    tile = [sys.executable, "-m", "components.prepare", "--params", str(folder / "params.yaml"),
+            "--raster", data.raster, "--tiles", data.tiles, "--manifest", manifest]  # fmt: skip
+    run_command(tile, PROJECT_ROOT, env, "run-local")
+    label_if_unlabelled(PROJECT_ROOT, manifest, data.raster, data.annotations, env, "run-local")
+
+
+def keep_run_folder(run_folder: str, local: Path) -> None:
+    """A copy of the run's S3 folder on disk: the embedded S3 forgets it when run-local ends."""
+    from components.core.uri import download_file, list_objects
+
+    for info in list_objects(run_folder):
+        download_file(info.uri, local / info.uri.removeprefix(f"{run_folder}/"))
+
+
+def print_outputs(outputs: dict[str, str]) -> None:
+    from components.core.uri import exists, list_objects
+
+    print(f"run {outputs.pop('run')} finished")
+    print(f"KFP artifacts (HTML, Markdown, Metrics, Model) under {outputs.pop('artifacts')}")
+    for name, uri in outputs.items():
+        written = exists(uri) or next(iter(list_objects(uri)), None) is not None
+        print(f"  {name}: {uri}" if written else f"  {name}: not run (below the quality gate)")
 
 
 def run_local_command(args: argparse.Namespace) -> None:
-    params, arguments = load_settings(args.params, args.overrides)
-    stages = [name.strip() for name in args.stages.split(",") if name.strip()]
-    outputs = run_local(params, arguments, stages)
-    print(f"run {outputs.pop('run')} finished")
-    for name, uri in outputs.items():
-        print(f"  {name}: {uri}")
+    from components.commands.embedded import configured_or_embedded_s3
+    from components.kubeflow.local import s3_configured
+
+    params, arguments = load_settings(args.params, args.overrides, args.profile)
+    if s3_configured():
+        print_outputs(run_local(params, arguments))
+        return
+    # No S3 here: the embedded default, as the quickstart does it, then the graph in containers.
+    with configured_or_embedded_s3(args.port, "run-local"):
+        embedded_default_data(params, args.size, args.seed)
+        outputs = run_local(params, arguments)
+        kept = Path(outputs["artifacts"]) / "runs"
+        keep_run_folder(outputs["run"], kept)
+        print_outputs(dict(outputs))
+    print(f"the embedded S3 has stopped; the run folder is kept in {kept}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,8 +435,23 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
         dest="overrides",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="a pipeline parameter (train.epochs=3 or train_epochs=3) or a kubeflow.* setting",
+        metavar="SECTION.KEY=VALUE",
+        help="a param for this run (train.epochs=3), or a kubeflow.* setting of the tasks",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="apply a profile over the params first: profiles/NAME.yaml (gpu: the GPU pool)",
+    )
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kfp-backend",
+        default=".".join(map(str, NEWEST_BACKEND)),
+        metavar="VERSION",
+        help="Kubeflow Pipelines backend to compile for; older ones lose what they do not know "
+        "(docs/kubeflow.md; default: %(default)s)",
     )
 
 
@@ -575,6 +462,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     compile_parser = actions.add_parser("compile", help="write the pipeline's IR YAML")
     compile_parser.add_argument("--out", default="pipeline.yaml", help="default pipeline.yaml")
     _add_settings_options(compile_parser)
+    _add_backend_option(compile_parser)
     compile_parser.set_defaults(handler=compile_command)
 
     submit = actions.add_parser("submit", help="compile and start a run on Kubeflow Pipelines")
@@ -601,17 +489,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="S3 endpoint as pods reach it (default $AWS_ENDPOINT_URL)",
     )
     _add_settings_options(submit)
+    _add_backend_option(submit)
     submit.set_defaults(handler=submit_command)
 
     run = actions.add_parser(
-        "run-local", help="run the graph in the local stage images (Docker, host network)"
-    )
-    run.add_argument(
-        "--stages",
-        default=",".join(STAGES),
-        help="comma-separated stages with their upstream ones (default: all)",
+        "run-local",
+        help="run the graph in the local images (Docker, host network); without S3 settings, "
+        "on the embedded default (an S3 server, a synthetic scene and its labels)",
     )
     _add_settings_options(run)
+    run.add_argument(
+        "--size", type=int, default=DEFAULT_SCENE_SIZE, help="embedded default: scene edge in px"
+    )
+    run.add_argument("--seed", type=int, default=0, help="embedded default: scene seed")
+    run.add_argument(
+        "--port", type=int, default=None, help="embedded default: S3 port (default 9555 or free)"
+    )
     run.set_defaults(handler=run_local_command)
 
 

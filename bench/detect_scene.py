@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stage_runner import run_stage
+from stages import run_stage  # bench/stages.py (this script's folder)
 
 from components.ml.matching import ImageMatches, match_image, precision_recall_f1
 from components.synth.geotiff import truth_uri_for, write_scene
@@ -115,7 +115,7 @@ def matched_ious(
 
 def run_detect(raster: Path, model: str, out: Path, overrides: list[str]) -> float:
     options = ("--raster", str(raster), "--model", model, "--out", str(out))
-    return run_stage("detect", *options, overrides=overrides)
+    return run_stage("detect", *options, overrides=overrides, bench="detect_scene")
 
 
 def scene_rasters(work: Path, seed: int, size: int, pixel_sizes: list[float]) -> dict[float, Path]:

@@ -25,16 +25,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("components.commands.synth", "write a synthetic georeferenced scene + ground truth"),
     "labelstudio": (
         "components.labelstudio.commands",
-        "Label Studio: `setup` project and storages, `annotate-from-truth`",
+        "Label Studio: `setup`, `predict` (pre-annotations), `next`, `annotate-from-truth`",
     ),
     "params": ("components.commands.params", "print the effective params or their reference"),
     "annotations-listing": (
         "components.commands.annotations_listing",
         "write the keys and ETags of the annotation objects (DVC dependency)",
     ),
+    "mosaic": (
+        "components.commands.mosaic",
+        "write the VRT of a prefix of GeoTIFFs once (shards then open only their files)",
+    ),
+    "shards": (
+        "components.shards.cli",
+        "join the parts of sharded prepare/detect runs: `merge-manifests`, `merge-detections`",
+    ),
     "images": ("components.images.commands", "build the stage container images"),
     "run-stage": ("components.images.run_stage", "run one stage's container locally"),
     "kfp": ("components.commands.kfp", "Kubeflow pipeline: compile, submit, run-local"),
+    "serve": ("components.serving.commands", "serve an exported model over HTTP (BentoML)"),
+    "deploy": (
+        "components.deploy.commands",
+        "roll the serving Deployment to a new model and wait until it is ready",
+    ),
 }
 
 

@@ -101,7 +101,10 @@ def ensure_bucket(bucket: str) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
             raise describe_s3_error(exc, f"s3://{bucket}") from exc
-        client.create_bucket(Bucket=bucket)
+        try:
+            client.create_bucket(Bucket=bucket)
+        except ClientError as create_exc:
+            raise describe_s3_error(create_exc, f"s3://{bucket}") from create_exc
 
 
 def start_embedded_s3_process(buckets: tuple[str, ...] = ()) -> Any:

@@ -27,9 +27,16 @@ if ! command -v "${python_bin}" >/dev/null 2>&1; then
     exit 1
 fi
 
+# pip at -qq prints its errors only (scripts/setup.sh says what -q still prints).
+pip_install() {
+    if ! "${venv_dir}/bin/python" -m pip install -qq --disable-pip-version-check "$@"; then
+        echo "error: pip install $* failed (pip's errors above)" >&2
+        exit 1
+    fi
+}
+
 echo "installing label-studio==${LABEL_STUDIO_VERSION} into ${venv_dir}"
 "${python_bin}" -m venv --clear "${venv_dir}"
-"${venv_dir}/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"${venv_dir}/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "label-studio==${LABEL_STUDIO_VERSION}"
+pip_install --upgrade pip
+pip_install "label-studio==${LABEL_STUDIO_VERSION}"
 echo "installed label-studio $(installed_version) in ${venv_dir}"

@@ -25,6 +25,16 @@ if [ -z "$python_bin" ]; then
     exit 1
 fi
 
+# pip at -qq prints its errors and nothing else. At -q it still prints setuptools' ten-line note
+# on every editable install, and one "Location … is ignored" warning per package it fetches when
+# a pip configuration names an index folder that is absent (the development machine's does).
+pip_install() {
+    if ! "$venv/bin/python" -m pip install -qq --disable-pip-version-check "$@"; then
+        echo "setup: error: pip install $* failed (pip's errors above)" >&2
+        exit 1
+    fi
+}
+
 stamp="$venv/.solarpipe-deps"
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ]; then
@@ -36,10 +46,10 @@ if [ "$venv" != "$root/.venv" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing dependencies (torch, kfp, dvc, bentoml, …; a few minutes the first time)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+    pip_install --upgrade pip setuptools wheel
+    pip_install -e ".[dev]"
     echo "$wanted" >"$stamp"
 else
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+    pip_install --no-deps --no-build-isolation -e .
 fi
 echo "setup: ready: $("$venv/bin/python" --version) in $venv (activate: source .venv/bin/activate)"

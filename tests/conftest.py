@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded S3 server (moto, real HTTP on loopback) per test session."""
+"""Shared fixtures: one embedded S3 server (moto, real HTTP on loopback) and, for the
+``labelstudio`` tests, one Label Studio server per test session (it takes minutes to start)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from components.s3server import EmbeddedS3, ensure_bucket, start_embedded_s3
+from tests.labelstudio_server import (
+    LabelStudioServer,
+    labelstudio_executable,
+    running_labelstudio,
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +48,32 @@ def bucket(s3_server: EmbeddedS3) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     ensure_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def labelstudio_server(s3_server: EmbeddedS3) -> Iterator[LabelStudioServer]:
+    """A real Label Studio server; skipped without its venv, or failed when
+    ``SOLARPIPE_REQUIRE_LABELSTUDIO`` is set (CI)."""
+    if not labelstudio_executable().exists():
+        message = (
+            f"no Label Studio at {labelstudio_executable()}: run scripts/install-labelstudio.sh"
+        )
+        if os.environ.get("SOLARPIPE_REQUIRE_LABELSTUDIO"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with running_labelstudio() as server:
+        yield server
+
+
+@pytest.fixture()
+def labelstudio(
+    labelstudio_server: LabelStudioServer, monkeypatch: pytest.MonkeyPatch
+) -> LabelStudioServer:
+    """The server, with ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` pointing at it."""
+    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio_server.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio_server.token)
+    return labelstudio_server
+
+
+# The scene, detector and clean stage outputs of the fault and kill tests (built once).
+from tests.fault_scenario import scenario  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """A small detector for the export/serve/evaluate/detect tests: checkpoint and exported model.
 
 The checkpoint follows the train stage's contract (Lightning layout, ``model.``-prefixed
-detector weights, ``hyper_parameters`` naming the detector). Its SSDlite detector at 128 px
+detector weights, ``hyper_parameters`` with the resolved train params and the classes). Its SSDlite detector at 128 px
 takes a few optimiser steps on bright-panel tiles so that its scores are no longer uniform;
 it is not trained to be accurate. Both are built once per test session and cached under
 pytest's session folder.
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from components.ml.detector import build_detector
+from components.core.params import TrainParams
+from components.ml.detector import anchor_scales_of, build_detector
 from tests.tile_fixtures import tile_with_panels
 
 ARCH = "ssdlite320_mobilenet_v3_large"
@@ -65,10 +66,9 @@ def write_checkpoint(
         "pytorch-lightning_version": lightning.__version__,
         "state_dict": {f"model.{k}": v for k, v in detector.state_dict().items()},
         "hyper_parameters": {
-            "arch": ARCH,
-            "num_classes": len(CLASSES) + 1,
-            "image_size": IMAGE_SIZE,
+            "train": TrainParams(arch=ARCH, image_size=IMAGE_SIZE).model_dump(mode="json"),
             "classes": CLASSES,
+            "anchor_scales": anchor_scales_of(ARCH),
         },
     }
     if pixel_size_m is not None:
@@ -100,3 +100,15 @@ def cached_export(session_dir: Path, pixel_size_m: float | None = None) -> Path:
         status = export_main(["--checkpoint", str(checkpoint), "--out", str(out)])
         assert status == 0, "export of the fixture detector failed"
     return out
+
+
+def export_on_s3(session_dir: Path, bucket: str, prefix: str) -> str:
+    """The session's export folder uploaded to ``s3://<bucket>/<prefix>`` on the embedded S3
+    server (which must be running); its URI."""
+    from components.core import uri as uri_io
+    from components.s3server import ensure_bucket
+
+    ensure_bucket(bucket)
+    model_uri = f"s3://{bucket}/{prefix}"
+    uri_io.upload_tree(cached_export(session_dir), model_uri)
+    return model_uri

@@ -25,6 +25,7 @@ def write_geotiff(
     crs: str | None = "EPSG:2056",
     nodata: float | None = None,
     resolution: float = 0.1,
+    origin: tuple[float, float] = ORIGIN,
     geotransform: bool = True,
 ) -> Path:
     """A tiled GeoTIFF; without ``geotransform`` it has no pixel size (GDAL's identity)."""
@@ -41,7 +42,7 @@ def write_geotiff(
         "compress": "deflate",
     }
     if geotransform:
-        profile["transform"] = from_origin(ORIGIN[0], ORIGIN[1], resolution, resolution)
+        profile["transform"] = from_origin(origin[0], origin[1], resolution, resolution)
     if crs:
         profile["crs"] = crs
     if nodata is not None:

@@ -19,8 +19,8 @@ from components.cli import main as solarpipe
 from components.core import uri as uri_io
 from components.core.annotations import load_annotations
 from components.core.manifest import load_manifest
-from components.images.names import STAGES
-from components.images.run_stage import is_loopback_endpoint
+from components.core.stages import STAGE_NAMES
+from components.images.run_stage import is_loopback_endpoint, local_mounts
 from components.s3server import EmbeddedS3, ensure_bucket
 from tests.docker_support import engine_or_skip, images_or_skip
 
@@ -204,13 +204,82 @@ def test_host_network_only_for_a_loopback_endpoint(endpoint: str | None, loopbac
     assert is_loopback_endpoint(endpoint) is loopback
 
 
+@pytest.mark.docker
+def test_local_inputs_and_outputs_outside_the_working_folder_are_mounted(
+    s3_server: EmbeddedS3,
+    light_images: None,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A raster and a manifest in folders of their own, the working folder somewhere else."""
+    from components.synth.geotiff import write_scene
+
+    inputs, outputs, workdir = tmp_path / "data", tmp_path / "results", tmp_path / "project"
+    inputs.mkdir()
+    workdir.mkdir()
+    write_scene(str(inputs / "scene.tif"), 256, seed=4)
+    monkeypatch.chdir(workdir)
+    status = run_stage(
+        "prepare",
+        "--raster", str(inputs / "scene.tif"),
+        "--tiles", f"s3://{bucket}/tiles",
+        "--manifest", str(outputs / "manifest.json"),
+        settings=(f"prepare.tile_size={TILE_PX}",),
+    )  # fmt: skip
+    assert status == 0
+    manifest = load_manifest(str(outputs / "manifest.json"))
+    assert len(manifest.tiles) == 4 and manifest.raster == str(inputs / "scene.tif")
+    assert (outputs / "manifest.json").stat().st_uid == os.getuid()
+    assert sorted(p.name for p in inputs.iterdir()) == ["scene.geojson", "scene.tif"]
+
+
+def test_mounts_inputs_read_only_and_outputs_read_write(tmp_path: Path) -> None:
+    raster, model = tmp_path / "in" / "scene.tif", tmp_path / "export"
+    raster.parent.mkdir()
+    model.mkdir()
+    mounts = local_mounts(
+        "detect",
+        ["--raster", str(raster), "--model", str(model), f"--out={tmp_path}/maps/det.geojson"],
+        tmp_path / "work",
+    )
+    assert mounts == {
+        str(tmp_path / "work"): "rw",
+        str(raster.parent): "ro",
+        str(model): "ro",
+        str(tmp_path / "maps"): "rw",
+    }
+    assert (tmp_path / "maps").is_dir(), "an output's folder is made, as the stage would"
+    shared = local_mounts(
+        "preprocess",
+        ["--annotations", "s3://b/a", "--manifest", str(model / "m.json"), "--out", str(model / "a.json")],
+        tmp_path,
+    )  # fmt: skip
+    assert shared[str(model)] == "rw", "a folder both read and written is writable"
+
+
+def test_missing_input_folder_is_exit_2_before_any_container(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = solarpipe(
+        ["run-stage", "detect", "--", "--raster", f"{tmp_path}/nowhere/scene.tif", "--model",
+         "s3://b/export", "--out", f"{tmp_path}/det.geojson"]
+    )  # fmt: skip
+    assert status == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"solarpipe run-stage: error: {tmp_path}/nowhere/scene.tif: folder {tmp_path}/nowhere "
+        "does not exist (nothing to mount)"
+    )
+
+
 def test_unknown_stage_exits_2_listing_the_stages(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         solarpipe(["run-stage", "tiles", "--", "--raster", "x.tif"])
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert "invalid choice: 'tiles'" in error
-    assert all(f"'{stage}'" in error for stage in STAGES)
+    assert all(f"'{stage}'" in error for stage in STAGE_NAMES)
 
 
 def test_engine_not_running_is_one_line_exit_1(

@@ -13,13 +13,15 @@ import rasterio
 import torch
 from affine import Affine
 
+from components.cli import main as solarpipe_main
 from components.core import uri as uri_io
 from components.detect.__main__ import main as detect_main
-from components.detect.geojson import box_ring
-from components.detect.merge import merge_at_seams
-from components.detect.windows import plan_grid
 from components.ml.scripted import load_scripted_model
+from components.raster.geojson import box_ring
+from components.raster.windows import plan_grid
+from components.shards.seams import merge_at_seams
 from tests.detector_fixture import IMAGE_SIZE, cached_export
+from tests.mosaics import cut_into_files
 from tests.rasters import write_geotiff
 
 GROUND, PANEL = 10, 250
@@ -339,4 +341,36 @@ def test_cuda_requested_without_cuda_is_an_error(exported: Path, tmp_path: Path,
     out = tmp_path / "panels.geojson"
     assert run_detect(str(raster), str(exported), str(out), "detect.device=cuda") == 1
     assert "detect.device=cuda but CUDA is not available" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_shards_of_a_mosaic_merge_into_the_bytes_of_one_run_on_the_raster(
+    exported: Path, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raster = panel_raster(tmp_path / "scene.tif", 300, 400)
+    with rasterio.open(raster) as dataset:
+        pixels = dataset.read()
+    for path in cut_into_files(tmp_path / "cut", pixels, col_cuts=[150], row_cuts=[170]):
+        uri_io.upload_file(path, f"s3://{bucket}/mosaic/{path.name}")
+    whole = tmp_path / "whole.geojson"
+    assert run_detect(str(raster), str(exported), str(whole), "detect.overlap=32") == 0
+    parts = f"s3://{bucket}/run/detect/"
+    for index in (2, 0, 1):
+        argv = ["--raster", f"s3://{bucket}/mosaic/", "--model", str(exported), "--out", parts]
+        assert detect_main([*argv, "--shard", f"{index}/3", "--set", "detect.overlap=32"]) == 0
+    assert "detect shard 1/3: " in capsys.readouterr().out
+    merged = tmp_path / "merged.geojson"
+    assert (
+        solarpipe_main(["shards", "merge-detections", "--parts", parts, "--out", str(merged)]) == 0
+    )
+    assert merged.read_bytes() == whole.read_bytes()
+    assert uri_io.read_json(str(merged))["features"]
+
+
+def test_bad_shard_for_detect_is_a_usage_error(exported: Path, tmp_path: Path, capsys) -> None:
+    raster = panel_raster(tmp_path / "scene.tif", 64, 64)
+    out = tmp_path / "parts"
+    argv = ["--raster", str(raster), "--model", str(exported), "--out", f"{out}/"]
+    assert detect_main([*argv, "--shard", "3/2"]) == 2
+    assert "must be in 0..1" in capsys.readouterr().err
     assert not out.exists()

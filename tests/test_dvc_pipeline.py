@@ -7,10 +7,7 @@ metrics and plots, and a DVC remote on the same S3 endpoint (push, pull).
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,45 +15,9 @@ import pytest
 import yaml
 
 from components.synth.geotiff import truth_uri_for, write_scene
+from tests.dvc_project import copy_project, run, stages_run
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-TINY_PARAMS = {
-    "prepare": {"tile_size": 128},
-    "preprocess": {"max_empty_fraction": None, "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
-    "preview": {"samples": 2},
-    "train": {
-        "epochs": 1,
-        "image_size": 128,
-        "batch_size": 4,
-        "num_workers": 0,
-        "limit_train_batches": 2,
-    },
-    "detect": {"window": 256, "overlap": 32},
-}
-
-
-def merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def run(command: list[str], project: Path) -> str:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["BENTOML_DO_NOT_TRACK"] = "true"
-    completed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-    assert completed.returncode == 0, f"{command} failed:\n{completed.stdout}\n{completed.stderr}"
-    return completed.stdout + completed.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="module")
@@ -65,30 +26,18 @@ def project(tmp_path_factory, s3_server) -> Path:
     from components.s3server import ensure_bucket
 
     root = tmp_path_factory.mktemp("project")
-    shutil.copytree(
-        REPO / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     bucket = "dvc-e2e"
     ensure_bucket(bucket)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"] = {
-        "bucket": bucket,
-        "raster": f"s3://{bucket}/scenes/tiny.tif",
-        "tiles": f"s3://{bucket}/tiles",
-        "annotations": f"s3://{bucket}/annotations",
-    }
-    merge(params, TINY_PARAMS)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    write_scene(params["data"]["raster"], size=512, seed=5)
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "ci@example.com"], root)
-    run(["git", "config", "user.name", "ci"], root)
-    run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    run(
-        [sys.executable, "-m", "dvc", "remote", "add", "-d", "s3cache", f"s3://{bucket}/dvc-cache"],
+    params = copy_project(
         root,
+        {
+            "bucket": bucket,
+            "raster": f"s3://{bucket}/scenes/tiny.tif",
+            "tiles": f"s3://{bucket}/tiles",
+            "annotations": f"s3://{bucket}/annotations",
+        },
     )
+    write_scene(params["data"]["raster"], size=512, seed=5)
     run([sys.executable, "-m", "dvc", "repro", "prepare"], root)
     run(
         [
@@ -132,9 +81,11 @@ def test_repro_writes_every_output_and_numeric_metrics(project: Path) -> None:
     assert detections["type"] == "FeatureCollection"
 
 
-def test_second_repro_runs_nothing(project: Path) -> None:
+def test_second_repro_runs_nothing_and_status_is_up_to_date(project: Path) -> None:
     output = run([sys.executable, "-m", "dvc", "repro"], project)
-    assert stages_run(output) <= {"annotations-listing"}
+    assert stages_run(output) == set()
+    status = run([sys.executable, "-m", "dvc", "status"], project)
+    assert status.strip() == "Data and pipelines are up to date."
 
 
 def test_changing_epochs_reruns_only_train_and_after(project: Path) -> None:
@@ -143,18 +94,24 @@ def test_changing_epochs_reruns_only_train_and_after(project: Path) -> None:
     params["train"]["epochs"] = 2
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     output = run([sys.executable, "-m", "dvc", "repro"], project)
-    assert stages_run(output) - {"annotations-listing"} == {"train", "export", "evaluate", "detect"}
+    assert stages_run(output) == {"train", "export", "evaluate", "detect"}
     run(["git", "commit", "-qam", "two epochs"], project)
 
 
-def test_changed_annotations_rerun_preprocess(project: Path) -> None:
+def test_changed_annotations_rerun_preprocess_once_the_listing_is_refreshed(
+    project: Path,
+) -> None:
+    """The labels are a snapshot: new ones count from the refresh on, like `dvc update`."""
     from components.core import uri as uri_io
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     first = next(uri_io.list_objects(params["data"]["annotations"]))
     uri_io.delete(first.uri)
-    output = run([sys.executable, "-m", "dvc", "repro", "preprocess"], project)
-    assert "preprocess" in stages_run(output)
+    dvc = [sys.executable, "-m", "dvc"]
+    assert stages_run(run([*dvc, "repro", "preprocess"], project)) == set()
+    refresh = run([*dvc, "repro", "--force", "--single-item", "annotations-listing"], project)
+    assert stages_run(refresh) == {"annotations-listing"}
+    assert "preprocess" in stages_run(run([*dvc, "repro", "preprocess"], project))
 
 
 def test_experiment_metrics_and_plots(project: Path) -> None:

@@ -3,7 +3,9 @@ it: mAP, precision/recall/F1 at the threshold, the PR curve, overlays of the wor
 
 from __future__ import annotations
 
+import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +30,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cached_export(tmp_path_factory.getbasetemp())
 
 
-def run_evaluate(annotations: str, model: str, out: str, *overrides: str) -> int:
+def run_evaluate(
+    annotations: str, model: str, out: str, *overrides: str, report: Path | None = None
+) -> int:
     argv = ["--annotations", annotations, "--model", model, "--out", out]
     for override in overrides:
         argv += ["--set", override]
+    if report:
+        argv += ["--report", "overlays", str(report)]
     return evaluate_main(argv)
 
 
@@ -100,6 +106,7 @@ def test_metrics_curve_and_overlays_from_the_torchscript_model(
     annotations, threshold, expected = write_split(bucket, model)
     uri_io.upload_file(exported / "model.pt", f"s3://{bucket}/export/model.pt")
     out = f"s3://{bucket}/evaluate"
+    report = tmp_path / "artifacts" / "overlays"
 
     status = run_evaluate(
         annotations,
@@ -107,6 +114,7 @@ def test_metrics_curve_and_overlays_from_the_torchscript_model(
         out,
         f"evaluate.score_threshold={threshold}",
         "evaluate.overlays=1",
+        report=report,
     )
 
     assert status == 0
@@ -118,7 +126,9 @@ def test_metrics_curve_and_overlays_from_the_torchscript_model(
         expected["fp"],
         expected["fn"],
     )
-    precision, recall, f1 = precision_recall_f1(expected["tp"], expected["fp"], expected["fn"])
+    tp, fp, fn = expected["tp"], expected["fp"], expected["fn"]
+    precision, recall = tp / (tp + fp), tp / (tp + fn)  # by hand, not by the stage's helper
+    f1 = 2 * precision * recall / (precision + recall)
     assert metrics["precision"] == pytest.approx(precision, abs=1e-6)
     assert metrics["recall"] == pytest.approx(recall, abs=1e-6)
     assert metrics["f1"] == pytest.approx(f1, abs=1e-6)
@@ -135,6 +145,14 @@ def test_metrics_curve_and_overlays_from_the_torchscript_model(
     assert overlays[1].startswith("worst_01_t_") and overlays[1][-5] in "23"
     overlay = np.asarray(Image.open(io.BytesIO(uri_io.read_bytes(f"{out}/overlays/{overlays[1]}"))))
     assert (overlay[1, 1] == (0, 255, 0)).all()  # the truth box at the corner, in green
+
+    page = uri_io.read_text(f"{out}/overlays.html")
+    assert page == report.read_text(), "the --report page is the one in the output folder"
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    inlined = base64.b64decode(sources[1].split(",", 1)[1])
+    assert inlined == uri_io.read_bytes(f"{out}/overlays/{overlays[1]}")  # worst, after best
+    assert f"<th>mAP@0.5</th><td>{metrics['map_50']:.3f}</td>" in page
 
 
 def test_model_against_its_own_detections_is_perfect(

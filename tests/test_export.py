@@ -3,6 +3,7 @@ archive with metadata, one-line errors for bad checkpoints, atomic output."""
 
 from __future__ import annotations
 
+import re
 import tarfile
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from bentoml._internal.models import ModelStore
 
 from components.core import uri as uri_io
 from components.core.errors import NotFoundError, SolarpipeError
+from components.core.params import TrainParams
 from components.export.__main__ import main as export_main
 from components.export.parity import check_parity, sample_images
-from components.ml.checkpoint import load_detector_checkpoint
+from components.ml.checkpoint import DetectorSpec, load_detector_checkpoint
+from components.ml.detector import build_detector
 from components.ml.scripted import ServedDetector, load_scripted_model, resolve_device
 from tests.detector_fixture import (
     ARCH,
@@ -56,7 +59,8 @@ def test_export_from_s3_to_s3_writes_model_archive_and_summary(
     assert run_export(f"s3://{bucket}/train/model.ckpt", out) == 0
 
     names = sorted(uri_io.basename(o.uri) for o in uri_io.list_objects(out))
-    assert names == ["export.json", "model.pt", "solar_panel_detector.tar.gz"]
+    assert names == ["_SUCCESS", "export.json", "model.pt", "solar_panel_detector.tar.gz"]
+    assert set(uri_io.read_json(f"{out}/_SUCCESS")["files"]) == set(names[1:])
     model = load_scripted_model(out)  # the prefix: model.pt inside it
     assert (model.arch, model.image_size, list(model.classes)) == (ARCH, IMAGE_SIZE, CLASSES)
     assert model.score_threshold == pytest.approx(0.3)
@@ -115,108 +119,113 @@ def test_parity_check_fails_when_the_scripted_model_differs(
     checkpoint: Path, tmp_path: Path
 ) -> None:
     detector, info = load_detector_checkpoint(str(checkpoint))
-    eager = ServedDetector(detector, info.arch, info.image_size, info.classes, 0.3)
+    eager = ServedDetector(detector, info.spec.arch, info.spec.image_size, info.spec.classes, 0.3)
     other_detector, _ = load_detector_checkpoint(str(write_checkpoint(tmp_path / "b.ckpt", 0, 7)))
     other = torch.jit.script(
-        ServedDetector(other_detector, info.arch, info.image_size, info.classes, 0.3)
+        ServedDetector(other_detector, info.spec.arch, info.spec.image_size, info.spec.classes, 0.3)
     )
     with pytest.raises(SolarpipeError, match="parity check failed"):
         check_parity(eager, other, sample_images(IMAGE_SIZE, 2), 1e-3)
 
 
+def detector_hparams(**changes: object) -> dict[str, object]:
+    """A train-stage checkpoint's hyper_parameters (64-px SSDlite, one class), changed."""
+    train = TrainParams(arch=ARCH, image_size=64).model_dump(mode="json")
+    hparams: dict[str, object] = {"train": train, "classes": ["solar_panel"]}
+    for key, value in changes.items():
+        if key in train:
+            train[key] = value
+        else:
+            hparams[key] = value
+    return hparams
+
+
+# Each way a file can fail to be a detector checkpoint, and the reason the error gives for it.
+BAD_CHECKPOINTS = {
+    "garbage": (b"this is not a checkpoint\n", r"cannot be read by torch\.load"),
+    "no-hyper-parameters": (
+        {"state_dict": {"model.w": torch.zeros(1)}},
+        r"no hyper_parameters; pass the model\.ckpt written by the train stage",
+    ),
+    "unknown-arch": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(arch="resnet18")},
+        r"unknown arch 'resnet18', expected one of",
+    ),
+    "wrong-weights": (
+        {
+            "state_dict": {"model.backbone.weight": torch.zeros(3)},
+            "hyper_parameters": detector_hparams(),
+        },
+        r"weights do not fit ssdlite320_mobilenet_v3_large with 2 classes",
+    ),
+    "bad-anchor-scales": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(anchor_scales=[0.5, 0.1])},
+        r"anchor_scales \[0\.5, 0\.1\], expected \[smallest, largest\]",
+    ),
+    "classes-count-mismatch": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(num_classes=3)},
+        r"num_classes=3 but 1 class names",
+    ),
+    "no-classes": (
+        {"state_dict": {}, "hyper_parameters": {"train": detector_hparams()["train"]}},
+        r"hyper_parameters lack classes",
+    ),
+    "bad-anchor-ratios": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(anchor_ratios=[0.5])},
+        r"anchor_ratios \[0\.5\], expected aspect ratios above 1",
+    ),
+    "bad-pixel-size": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(pixel_size_m=-0.1)},
+        r"pixel_size_m -0\.1, expected a positive number of metres",
+    ),
+    "bad-val-threshold": (
+        {
+            "state_dict": {},
+            "hyper_parameters": detector_hparams(),
+            "val_operating_point": {"score_threshold": 1.5},
+        },
+        r"val_operating_point\.score_threshold 1\.5, expected a score in \[0, 1\]",
+    ),
+}
+
+
 def bad_checkpoint(kind: str, folder: Path) -> Path:
     path = folder / f"{kind}.ckpt"
-    if kind == "garbage":
-        path.write_bytes(b"this is not a checkpoint\n")
-    elif kind == "no-hyper-parameters":
-        torch.save({"state_dict": {"model.w": torch.zeros(1)}}, path)
-    elif kind == "unknown-arch":
-        torch.save(
-            {
-                "state_dict": {},
-                "hyper_parameters": {
-                    "arch": "resnet18",
-                    "num_classes": 2,
-                    "image_size": 64,
-                    "classes": ["solar_panel"],
-                },
-            },
-            path,
-        )
-    elif kind == "wrong-weights":
-        torch.save(
-            {
-                "state_dict": {"model.backbone.weight": torch.zeros(3)},
-                "hyper_parameters": {
-                    "arch": ARCH,
-                    "num_classes": 2,
-                    "image_size": 64,
-                    "classes": ["solar_panel"],
-                },
-            },
-            path,
-        )
-    elif kind in ("bad-pixel-size", "bad-val-threshold"):
-        recorded = torch.load(cached_checkpoint(folder.parent), weights_only=False)
-        if kind == "bad-pixel-size":
-            recorded["hyper_parameters"]["pixel_size_m"] = -0.1
-        else:
-            recorded["val_operating_point"] = {"score_threshold": 1.5}
-        torch.save(recorded, path)
-    elif kind == "bad-anchor-ratios":
-        recorded = torch.load(cached_checkpoint(folder.parent), weights_only=False)
-        recorded["hyper_parameters"]["anchor_ratios"] = [0.5]
-        torch.save(recorded, path)
-    elif kind == "bad-anchor-scales":
-        torch.save(
-            {
-                "state_dict": {},
-                "hyper_parameters": {
-                    "arch": ARCH,
-                    "num_classes": 2,
-                    "image_size": 64,
-                    "classes": ["solar_panel"],
-                    "anchor_scales": [0.5, 0.1],
-                },
-            },
-            path,
-        )
+    content, _ = BAD_CHECKPOINTS[kind]
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
     return path
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "garbage",
-        "no-hyper-parameters",
-        "unknown-arch",
-        "wrong-weights",
-        "bad-anchor-scales",
-        "bad-anchor-ratios",
-        "bad-pixel-size",
-        "bad-val-threshold",
-    ],
-)
+@pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
 def test_file_that_is_not_a_detector_checkpoint_is_refused_and_old_output_kept(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "export"
     out.mkdir()
     (out / "model.pt").write_bytes(b"previous export")
+    path = bad_checkpoint(kind, tmp_path)
 
-    assert run_export(str(bad_checkpoint(kind, tmp_path)), str(out)) == 1
+    assert run_export(str(path), str(out)) == 1
 
     error = capsys.readouterr().err.strip()
-    assert error.startswith("components.export: error: not a detector checkpoint:")
+    assert error.startswith(f"components.export: error: not a detector checkpoint: {path} (")
+    assert re.search(BAD_CHECKPOINTS[kind][1], error), error
     assert len(error.splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["model.pt"]
     assert (out / "model.pt").read_bytes() == b"previous export"
 
 
-def checkpoint_with(source: Path, path: Path, **hyper_parameters: object) -> Path:
-    """A copy of ``source`` recording more hyper-parameters and a val operating point."""
+def checkpoint_with(
+    source: Path, path: Path, train: dict[str, object], **hyper_parameters: object
+) -> Path:
+    """A copy of ``source`` recording more hyper-parameters and train params, and a val
+    operating point."""
     recorded = torch.load(source, weights_only=False)
     recorded["hyper_parameters"].update(hyper_parameters)
+    recorded["hyper_parameters"]["train"].update(train)
     recorded["val_operating_point"] = {"score_threshold": 0.42, "f1": 0.9}
     torch.save(recorded, path)
     return path
@@ -225,10 +234,8 @@ def checkpoint_with(source: Path, path: Path, **hyper_parameters: object) -> Pat
 def test_model_records_pixel_size_train_params_and_the_val_threshold(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train_params = {"epochs": 28, "lr": 0.003, "max_minutes": None}
-    recorded = checkpoint_with(
-        checkpoint, tmp_path / "model.ckpt", pixel_size_m=0.1, train_params=train_params
-    )
+    train = {"epochs": 28, "lr": 0.003, "max_minutes": None}
+    recorded = checkpoint_with(checkpoint, tmp_path / "model.ckpt", train, pixel_size_m=0.1)
 
     assert run_export(str(recorded), str(tmp_path / "export")) == 0
 
@@ -245,7 +252,8 @@ def test_model_records_pixel_size_train_params_and_the_val_threshold(
     )
     metadata = imported.info.metadata
     assert metadata["pixel_size_m"] == pytest.approx(0.1)
-    assert metadata["train_params"] == {"epochs": 28, "lr": 0.003}  # null params left out
+    assert metadata["train_params"]["epochs"] == 28 and metadata["train_params"]["lr"] == 0.003
+    assert "max_minutes" not in metadata["train_params"]  # null params left out
 
     assert run_export(str(recorded), str(tmp_path / "set"), "export.score_threshold=0.6") == 0
     assert load_scripted_model(str(tmp_path / "set")).score_threshold == pytest.approx(0.6)
@@ -262,6 +270,24 @@ def test_checkpoint_from_before_pixel_sizes_exports_with_warnings(
     assert "records no score threshold chosen on the val split: using 0.3" in warnings
     model = load_scripted_model(str(tmp_path / "export"))
     assert model.pixel_size_m == 0.0 and model.score_threshold == pytest.approx(0.3)
+
+
+def test_checkpoint_from_before_the_train_params_were_stored_still_loads(tmp_path: Path) -> None:
+    """Older checkpoints name arch, image_size, num_classes and classes at the top level."""
+    detector = build_detector(ARCH, 2, 64)
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in detector.state_dict().items()},
+            "hyper_parameters": {
+                "arch": ARCH, "num_classes": 2, "image_size": 64, "classes": ["solar_panel"]
+            },
+        },
+        path,
+    )  # fmt: skip
+    _, info = load_detector_checkpoint(str(path))
+    assert info.spec == DetectorSpec(ARCH, 64, ("solar_panel",), None)
+    assert info.spec.num_classes == 2 and info.train == {}
 
 
 def test_missing_checkpoint_is_named_and_nothing_written(
@@ -305,7 +331,10 @@ def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
     from components.ml.detector import SSDLITE_ANCHOR_SCALES
     from components.ml.module import DetectorModule
 
-    module = DetectorModule("ssdlite320_mobilenet_v3_large", 2, 128, ["solar_panel"])
+    module = DetectorModule(
+        TrainParams(arch="ssdlite320_mobilenet_v3_large", image_size=128).model_dump(mode="json"),
+        ["solar_panel"],
+    )
     assert module.hparams.anchor_scales == list(SSDLITE_ANCHOR_SCALES)
     recorded = [0.1, 0.6]  # as if trained with other scales than today's default
     checkpoint = {
@@ -319,7 +348,7 @@ def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
     detector, info = load_detector_checkpoint(str(path))
     reloaded = DetectorModule.load_from_checkpoint(path, map_location="cpu")
 
-    assert info.anchor_scales == recorded
+    assert info.spec.anchor_scales == tuple(recorded)
     for model in (detector, reloaded.model):
         generator = model.anchor_generator
         assert generator.scales[0] == pytest.approx(recorded[0])
@@ -335,7 +364,8 @@ def test_stride8_detector_with_wider_anchors_exports_as_its_checkpoint_records(
     from components.ml.module import DetectorModule
 
     arch = "ssdlite_mobilenet_v3_large_stride8"
-    module = DetectorModule(arch, 2, 128, ["solar_panel"], anchor_ratios=[2, 3, 5])
+    train = TrainParams(arch=arch, image_size=128, anchor_ratios=[2, 3, 5])
+    module = DetectorModule(train.model_dump(mode="json"), ["solar_panel"])
     assert module.model.anchor_generator.num_anchors_per_location() == [8] * 7
     path = tmp_path / "model.ckpt"
     torch.save(

@@ -13,6 +13,7 @@ from components.labelstudio.export_objects import (
     MalformedObjectError,
     PixelBox,
     UnsupportedResultError,
+    annotation_origin,
     build_export_object,
     encode_export_object,
     export_object_uri,
@@ -194,3 +195,100 @@ def test_repeated_slashes_in_keys_are_collapsed() -> None:
     assert normalise_key("s3://bucket/prefix//12") == "s3://bucket/prefix/12"
     assert normalise_key("s3://bucket/prefix/12") == "s3://bucket/prefix/12"
     assert normalise_key("/data//ann///3.json") == "/data/ann/3.json"
+
+
+# --- annotations made from predictions --------------------------------------------------------
+
+
+@pytest.mark.parametrize("export_format", ["annotation", "task"])
+@pytest.mark.parametrize(
+    ("case", "origin"), [("accepted", "prediction"), ("corrected", "prediction-changed")]
+)
+def test_label_studio_objects_say_an_annotation_came_from_a_prediction(
+    export_format: str, case: str, origin: str
+) -> None:
+    raw = (FIXTURES / f"{export_format}-format-{case}-prediction.json").read_bytes()
+    [annotation] = parse_export_bytes(raw, "k").annotations
+    assert annotation.parent_prediction is not None
+    assert annotation_origin(annotation) == origin
+    # Only the per-task format carries the prediction itself (of the project's model version).
+    assert (annotation.prediction_results is not None) == (export_format == "task")
+
+
+def test_annotation_without_a_parent_prediction_is_manual() -> None:
+    [annotation] = parse_export_bytes(ANNOTATION_FIXTURE.read_bytes(), "k").annotations
+    assert annotation.parent_prediction is None
+    assert annotation_origin(annotation) == "manual"
+
+
+def prediction(results: list[dict], prediction_id: int = 7) -> dict:
+    return {"id": prediction_id, "result": results, "model_version": "m:1@r", "score": 0.4}
+
+
+@pytest.mark.parametrize("export_format", ["annotation", "task"])
+def test_built_objects_carry_the_parent_prediction(export_format: str) -> None:
+    proposed = [dict(rectangle(10, 10, 20, 20), id="p0", score=0.9)]
+    accepted = [dict(proposed[0], origin="prediction")]
+    built = build_export_object(
+        export_format,
+        annotation_id=3,
+        task_id=4,
+        image_uri="s3://b/t.png",
+        results=accepted,
+        parent_prediction=prediction(proposed),
+    )
+    [annotation] = parse_export_bytes(encode_export_object(built, export_format), "k").annotations
+    assert annotation.parent_prediction == 7
+    assert annotation_origin(annotation) == "prediction"
+
+
+def test_the_task_format_sees_a_deleted_proposal_the_annotation_format_cannot() -> None:
+    proposed = [dict(rectangle(10, 10, 20, 20), id="p0"), dict(rectangle(50, 50, 9, 9), id="p1")]
+    kept = [dict(proposed[0], origin="prediction")]  # p1 deleted: it leaves no region behind
+    origins = {}
+    for export_format in ("annotation", "task"):
+        built = build_export_object(
+            export_format,
+            annotation_id=1,
+            task_id=1,
+            image_uri="s3://b/t.png",
+            results=kept,
+            parent_prediction=prediction(proposed),
+        )
+        encoded = encode_export_object(built, export_format)
+        [annotation] = parse_export_bytes(encoded, "k").annotations
+        origins[export_format] = annotation_origin(annotation)
+    assert origins == {"annotation": "prediction", "task": "prediction-changed"}
+
+
+def test_float_noise_is_no_correction_but_a_moved_box_is() -> None:
+    proposed = [rectangle(10, 10, 20, 20)]
+    noisy = [rectangle(10.0000001, 10, 20, 20)]
+    moved = [rectangle(10.5, 10, 20, 20)]
+    for results, origin in ((noisy, "prediction"), (moved, "prediction-changed")):
+        built = build_export_object(
+            "task",
+            annotation_id=1,
+            task_id=1,
+            image_uri="s3://b/t.png",
+            results=results,  # no origin marks: the embedded prediction decides
+            parent_prediction=prediction(proposed),
+        )
+        [annotation] = parse_export_bytes(encode_export_object(built, "task"), "k").annotations
+        assert annotation_origin(annotation) == origin
+
+
+def test_a_prediction_of_another_version_than_the_parent_is_not_compared() -> None:
+    proposed = [rectangle(10, 10, 20, 20)]
+    built = build_export_object(
+        "task",
+        annotation_id=1,
+        task_id=1,
+        image_uri="s3://b/t.png",
+        results=[dict(proposed[0], origin="prediction")],
+        parent_prediction=prediction(proposed),
+    )
+    built["annotations"][0]["prediction"]["id"] = 99  # the project's version, not the parent
+    [annotation] = parse_export_bytes(encode_export_object(built, "task"), "k").annotations
+    assert annotation.prediction_results is None
+    assert annotation_origin(annotation) == "prediction"

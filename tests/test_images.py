@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 
 from components.cli import main as solarpipe
+from components.commands.kfp import load_pipeline_module
 from components.core.errors import UsageError
+from components.core.params import Params
+from components.images import names
 from components.images.names import (
     BUILD_INPUTS,
-    STAGES,
-    TORCH_STAGES,
+    IMAGES,
     default_tag,
     image_name,
     package_version,
@@ -38,7 +40,8 @@ from components.s3server import free_port
 from tests.docker_support import engine_or_skip, images_or_skip, run_in_image, skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
-LIGHT_STAGES = tuple(stage for stage in STAGES if stage not in TORCH_STAGES)
+LIGHT_IMAGES = tuple(name for name, spec in IMAGES.items() if spec.family == "light")
+TORCH_IMAGES = tuple(name for name, spec in IMAGES.items() if spec.family == "torch")
 IMAGE_USER = "10001:10001"
 # What must never be baked into an image: credential-like variables, the build's secrets.
 SECRET_PATTERN = re.compile(
@@ -81,15 +84,16 @@ def test_image_tag_changes_with_the_code_and_only_with_it(tmp_path: Path) -> Non
     (tree / "components" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"compiled")
     (tree / "data").mkdir()
     (tree / "data" / "scene.tif").write_bytes(b"not in the image")
-    assert default_tag(tree) == before, "caches and data are not build inputs"
+    (tree / "README.md").write_text("# only the wheel's description\n")
+    assert default_tag(tree) == before, "caches, data and the README are not build inputs"
     stage_main = tree / "components" / "prepare" / "run.py"
     stage_main.write_text(stage_main.read_text() + "\n# a code change\n")
     assert default_tag(tree) != before
     assert default_tag(tmp_path / "not-a-checkout") == package_version()
 
 
-def test_unknown_stage_has_no_image_name() -> None:
-    with pytest.raises(UsageError, match="stages: prepare, preprocess"):
+def test_unknown_image_has_no_name() -> None:
+    with pytest.raises(UsageError, match="unknown image 'tiles'; images: prepare, preprocess"):
         image_name("tiles")
 
 
@@ -186,7 +190,7 @@ def engine() -> Any:
 
 @pytest.fixture(scope="module")
 def stage_images(engine: Any) -> dict[str, Any]:
-    return images_or_skip(engine, STAGES)
+    return images_or_skip(engine, IMAGES)
 
 
 @pytest.mark.docker
@@ -235,20 +239,24 @@ def local_registry(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.docker
-def test_push_sends_the_image_to_the_registry(
+def test_push_sends_the_image_to_the_registry_and_compile_pins_its_digest(
     engine: Any,
     stage_images: dict[str, Any],
     local_registry: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     labels = stage_images["preview"].labels
     monkeypatch.setenv("SOLARPIPE_BASE_IMAGE", labels["org.opencontainers.image.base.name"])
+    record = tmp_path / "pushed-images.json"
+    monkeypatch.setattr(names, "PUSHED_RECORD", record)
     pushed = image_name("preview", registry=local_registry)
     try:
         argv = ["images", "build", "--stage", "preview", "--registry", local_registry, "--push"]
         assert solarpipe(argv) == 0
-        assert f"pushed {pushed}" in capsys.readouterr().out
+        digest = json.loads(record.read_text())[pushed]
+        assert f"pushed {pushed}@{digest}" in capsys.readouterr().out
         request = urllib.request.Request(
             f"http://{local_registry}/v2/solarpipe-preview/manifests/{pushed.rsplit(':', 1)[1]}",
             headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
@@ -256,29 +264,42 @@ def test_push_sends_the_image_to_the_registry(
         with urllib.request.urlopen(request) as response:
             manifest = json.load(response)
         assert manifest["config"]["digest"] == engine.images.get(pushed).id
+        assert (
+            f"{local_registry}/solarpipe-preview@{digest}"
+            in engine.images.get(pushed).attrs["RepoDigests"]
+        )
+        # compile and submit pin the pushed image to its digest; images never pushed stay tagged
+        pipeline = load_pipeline_module(REPO / "pipeline.py")
+        kubeflow = Params().kubeflow.model_copy(update={"registry": local_registry})
+        references = pipeline.images_for(kubeflow)
+        assert references["preview"] == f"{pushed}@{digest}"
+        assert "@" not in references["train"]
     finally:
         engine.images.remove(pushed, noprune=True)
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("stage", STAGES)
-def test_image_runs_its_stage_as_non_root_with_oci_labels(
-    stage: str, engine: Any, stage_images: dict[str, Any]
+@pytest.mark.parametrize("name", IMAGES)
+def test_image_runs_its_entrypoint_as_non_root_with_oci_labels(
+    name: str, engine: Any, stage_images: dict[str, Any]
 ) -> None:
-    image = stage_images[stage]
+    image = stage_images[name]
     config = image.attrs["Config"]
-    assert config["Entrypoint"] == ["python", "-m", f"components.{stage}"]
+    assert f"SOLARPIPE_ENTRYPOINT={IMAGES[name].entrypoint}" in config["Env"]
     assert config["User"] == IMAGE_USER
     assert image.labels["org.opencontainers.image.version"] == package_version()
-    assert image.labels["org.opencontainers.image.title"] == f"solarpipe-{stage}"
+    assert image.labels["org.opencontainers.image.title"] == f"solarpipe-{name}"
     assert image.labels["org.opencontainers.image.revision"]
     assert run_in_image(engine, image.id, "-u", entrypoint="id") == "10001"
-    help_text = run_in_image(engine, image.id, "-m", f"components.{stage}", "--help")
-    assert "--params" in help_text
+    # The entrypoint runs the image's module with the container's arguments.
+    output = engine.containers.run(image.id, ["--help"], remove=True, network_mode="none")
+    assert f"usage: python -m {IMAGES[name].entrypoint}" in output.decode() or (
+        name == "pipeline" and "usage: solarpipe" in output.decode()
+    )
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", IMAGES)
 def test_image_holds_no_credentials_in_config_history_or_files(
     stage: str, engine: Any, stage_images: dict[str, Any]
 ) -> None:
@@ -299,7 +320,7 @@ def test_image_holds_no_credentials_in_config_history_or_files(
 @pytest.mark.docker
 def test_light_images_carry_no_torch(engine: Any, stage_images: dict[str, Any]) -> None:
     probe = "import importlib.util as u; print(u.find_spec('torch') is None)"
-    for stage in LIGHT_STAGES:
+    for stage in LIGHT_IMAGES:
         assert run_in_image(engine, stage_images[stage].id, "-c", probe) == "True", stage
 
 
@@ -308,7 +329,7 @@ def test_torch_images_share_one_cuda_capable_torch_layer(
     engine: Any, stage_images: dict[str, Any]
 ) -> None:
     light_layers = set(stage_images["preprocess"].attrs["RootFS"]["Layers"])
-    torch_layers = [set(stage_images[s].attrs["RootFS"]["Layers"]) for s in TORCH_STAGES]
+    torch_layers = [set(stage_images[s].attrs["RootFS"]["Layers"]) for s in TORCH_IMAGES]
     shared = set.intersection(*torch_layers) - light_layers
     assert shared, "the torch stages share no layer beyond the light base"
     probe = "import torch, torchvision; print(torch.__version__, torch.version.cuda is not None)"

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,7 @@ from components.core import uri as uri_io
 from components.core.annotations import load_annotations
 from components.core.manifest import Manifest, TileRecord, TileWindow, save_manifest
 from components.s3server import EmbeddedS3, free_port
-from tests.labelstudio_server import (
-    LabelStudioServer,
-    labelstudio_executable,
-    running_labelstudio,
-)
+from tests.labelstudio_server import LabelStudioServer
 
 TILE_WIDTH, TILE_HEIGHT = 80, 60  # not square: catches swapped axes in percent → pixels
 LABEL = "solar_panel"
@@ -41,29 +37,6 @@ EXPORT_WAIT_S = 20.0
 def default_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run in an empty folder: params are the built-in defaults plus each test's ``--set``."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def labelstudio_server(s3_server: EmbeddedS3) -> Iterator[LabelStudioServer]:
-    if not labelstudio_executable().exists():
-        message = (
-            f"no Label Studio at {labelstudio_executable()}: run scripts/install-labelstudio.sh"
-        )
-        if os.environ.get("SOLARPIPE_REQUIRE_LABELSTUDIO"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with running_labelstudio() as server:
-        yield server
-
-
-@pytest.fixture()
-def labelstudio(
-    labelstudio_server: LabelStudioServer, monkeypatch: pytest.MonkeyPatch
-) -> LabelStudioServer:
-    """The server, with ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` pointing at it."""
-    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio_server.url)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio_server.token)
-    return labelstudio_server
 
 
 def sdk_client(server: LabelStudioServer, token: str | None = None) -> Any:
@@ -109,6 +82,31 @@ def projects_titled(client: Any, title: str) -> list[Any]:
 
 
 @pytest.mark.labelstudio
+def test_tiles_reach_the_browser_through_the_server_when_s3_is_not_the_browsers(
+    labelstudio: LabelStudioServer, s3_server: EmbeddedS3, bucket: str
+) -> None:
+    """In a cluster the S3 endpoint Label Studio uses is not one the annotator's browser reaches:
+    with presign auto (the default) the task's image URL points at Label Studio itself, which
+    streams the tile from S3."""
+    tiles_prefix = f"s3://{bucket}/proxied/tiles"
+    [tile] = write_tiles(tiles_prefix, ["scene_0_0.png"])
+    title = f"proxied {bucket}"
+    assert run_setup(tiles_prefix, f"s3://{bucket}/proxied/ann", f"labelstudio.title={title}") == 0
+    client = sdk_client(labelstudio)
+    [project] = projects_titled(client, title)
+    [task] = list(client.tasks.list(project=project.id, resolve_uri=True))
+    image_url = task.data["image"]
+    assert not image_url.startswith(("s3://", s3_server.endpoint)), image_url
+    absolute = image_url if image_url.startswith("http") else f"{labelstudio.url}{image_url}"
+    assert absolute.startswith(labelstudio.url)
+    request = urllib.request.Request(
+        absolute, headers={"Authorization": f"Token {labelstudio.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.read() == uri_io.read_bytes(tile.uri)
+
+
+@pytest.mark.labelstudio
 def test_setup_twice_makes_one_project_two_storages_and_one_task_per_tile(
     labelstudio: LabelStudioServer,
     s3_server: EmbeddedS3,
@@ -143,7 +141,8 @@ def test_setup_twice_makes_one_project_two_storages_and_one_task_per_tile(
     assert (import_storage.bucket, import_storage.prefix) == (bucket, "run/tiles")
     assert import_storage.s3endpoint == s3_server.endpoint
     assert import_storage.regex_filter == r".*\.png$"
-    assert import_storage.use_blob_urls and import_storage.presign
+    assert import_storage.use_blob_urls
+    assert not import_storage.presign, "a custom endpoint: Label Studio proxies the tiles"
     [export_storage] = client.export_storage.s3.list(project=project.id)
     assert (export_storage.bucket, export_storage.prefix) == (bucket, "run/annotations")
     task_images = [

@@ -76,3 +76,15 @@ def test_shipped_params_yaml_equals_the_schema_defaults() -> None:
     """A stage container without params.yaml must behave like the repository."""
     shipped = load_params(REPO / "params.yaml", []).model_dump(mode="json")
     assert shipped == Params().model_dump(mode="json")
+
+
+def test_a_profile_applies_over_the_params_file_and_set_over_it() -> None:
+    params = load_params(REPO / "params.yaml", ["train.epochs=5"], profile="gpu")
+    assert params.train.arch == "fasterrcnn_resnet50_fpn_v2" and params.train.max_minutes is None
+    assert params.train.epochs == 5, "--set wins over the profile"
+    assert params.train.seed == load_params(REPO / "params.yaml").train.seed, "the rest stays"
+
+
+def test_unknown_profile_names_the_known_ones() -> None:
+    with pytest.raises(UsageError, match=r"--profile tpu: no such profile \(profiles: gpu\)"):
+        load_params(REPO / "params.yaml", profile="tpu")

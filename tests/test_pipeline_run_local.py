@@ -1,6 +1,6 @@
-"""``pipeline.py run-local``: the compiled graph in the real stage images (kfp's DockerRunner, host
-network) against the embedded S3, as a user runs it: synth a scene, run prepare, play the
-annotator, run prepare → preprocess → preview; then the outputs are checked on S3.
+"""``pipeline.py run-local``: the compiled graph in the real images (kfp's DockerRunner, host
+network) against the embedded S3, as a user runs it: synth a scene, tile it, play the annotator,
+run the whole graph; then the outputs and the run's params document are checked on S3.
 
 The container tests need a Docker engine and the images (`solarpipe images build`); they skip
 without them unless SOLARPIPE_REQUIRE_DOCKER is set (CI), where they fail instead.
@@ -16,16 +16,38 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.core.annotations import load_annotations
 from components.core.manifest import Manifest, load_manifest
+from components.core.params import load_params, stage_params, validate_params
+from components.core.stages import STAGE_NAMES, STAGES
 from components.core.uri import exists, list_objects, read_text
-from components.images.names import STAGES as IMAGE_STAGES
+from components.images.names import IMAGES
+from components.s3server import free_port
 from tests.docker_support import engine_or_skip, images_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-LIGHT_STAGES = ("prepare", "preprocess", "preview")
+# A run small enough for 2 CPU cores, with nested overrides whose parity with dvc is checked.
+TINY = {
+    "kubeflow.min_map50": 0.0,  # a tiny model scores little: let detect run
+    "kubeflow.shards": 2,  # prepare and detect fan out (ParallelFor) and merge (Collected)
+    "prepare.tile_size": 128,
+    "preprocess.split.train": 0.6,
+    "preprocess.split.val": 0.2,
+    "preprocess.split.test": 0.2,
+    "preprocess.max_empty_fraction": "null",
+    "preview.samples": 1,
+    "train.epochs": 1,
+    "train.batch_size": 4,
+    "train.num_workers": 0,
+    "train.limit_train_batches": 2,
+    "train.image_size": 128,
+    "export.parity_samples": 1,
+    "evaluate.overlays": 1,
+    "detect.overlap": 32,
+}
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,7 +57,7 @@ def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         text=True,
         cwd=REPO,
         env=env or dict(os.environ),
-        timeout=600,
+        timeout=900,
     )
 
 
@@ -48,41 +70,36 @@ def outputs_of(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
     return dict(re.findall(r"^  (\w+): (\S+)$", done.stdout, flags=re.MULTILINE))
 
 
-def require_images(stages: tuple[str, ...]) -> None:
+def settings(bucket: str, extra: dict[str, object] | None = None) -> list[str]:
+    data = {
+        "data.bucket": bucket,
+        "data.raster": f"s3://{bucket}/scenes/town.tif",
+        "data.tiles": f"s3://{bucket}/tiles",
+        "data.annotations": f"s3://{bucket}/annotations",
+        **(extra or {}),
+    }
+    return [option for key, value in data.items() for option in ("--set", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
     engine = engine_or_skip()
     try:
-        images_or_skip(engine, stages)
+        images_or_skip(engine, IMAGES)
     finally:
         engine.close()
 
 
-@pytest.fixture(scope="module")
-def light_images() -> None:
-    require_images(LIGHT_STAGES)
-
-
-def data_settings(bucket: str) -> list[str]:
-    data = [
-        f"data.bucket={bucket}",
-        f"data.raster=s3://{bucket}/scenes/town.tif",
-        f"data.tiles=s3://{bucket}/tiles",
-        f"data.annotations=s3://{bucket}/annotations",
-    ]
-    return [option for item in data for option in ("--set", item)]
-
-
 def tiled_and_labelled(bucket: str) -> Manifest:
-    """A synthetic scene, tiled by the prepare container, labelled by the stand-in annotator."""
+    """A synthetic scene, tiled by prepare, labelled by the stand-in annotator."""
     synth = run(str(BIN / "solarpipe"), "synth", "--out", f"s3://{bucket}/scenes/town.tif",
-                "--size", "1024", "--seed", "3")  # fmt: skip
+                "--size", "512", "--seed", "3")  # fmt: skip
     assert synth.returncode == 0, synth.stderr
-    first = run_local("--stages", "prepare", *data_settings(bucket))
-    assert first.returncode == 0, first.stdout + first.stderr
-    manifest_uri = outputs_of(first)["manifest"]
-    assert re.fullmatch(rf"s3://{bucket}/runs/local-[\w-]+/prepare/manifest\.json", manifest_uri)
-    manifest = load_manifest(manifest_uri)
-    assert len(manifest.tiles) == 16
-    assert all(exists(tile.uri) for tile in manifest.tiles)
+    manifest_uri = f"s3://{bucket}/tiled/manifest.json"
+    prepare = run(sys.executable, "-m", "components.prepare",
+                  "--raster", f"s3://{bucket}/scenes/town.tif", "--tiles", f"s3://{bucket}/tiles",
+                  "--manifest", manifest_uri, "--set", "prepare.tile_size=128")  # fmt: skip
+    assert prepare.returncode == 0, prepare.stderr
     annotate = run(
         str(BIN / "solarpipe"), "labelstudio", "annotate-from-truth",
         "--manifest", manifest_uri,
@@ -90,114 +107,140 @@ def tiled_and_labelled(bucket: str) -> Manifest:
         "--annotations", f"s3://{bucket}/annotations",
     )  # fmt: skip
     assert annotate.returncode == 0, annotate.stderr
-    return manifest
+    return load_manifest(manifest_uri)
 
 
 def finished_run_folder(done: subprocess.CompletedProcess[str], bucket: str) -> str:
     assert done.returncode == 0, done.stdout + done.stderr
-    run_id = re.search(r"^run (\S+) finished$", done.stdout, flags=re.MULTILINE)[1]
-    return f"s3://{bucket}/runs/{run_id}"
+    folder = re.search(r"^run (\S+) finished$", done.stdout, flags=re.MULTILINE)[1]
+    assert re.fullmatch(rf"s3://{bucket}/runs/local-[\w-]+", folder)
+    return folder
 
 
-@pytest.mark.docker
-def test_prepare_preprocess_preview_run_in_their_containers(light_images, bucket) -> None:
-    manifest = tiled_and_labelled(bucket)
-    done = run_local(
-        "--stages", ",".join(LIGHT_STAGES), *data_settings(bucket), "--set", "preview.samples=2"
-    )
-    run_folder = finished_run_folder(done, bucket)
-    outputs = outputs_of(done)
-    assert outputs == {
-        "manifest": f"{run_folder}/prepare/manifest.json",
-        "annotations_json": f"{run_folder}/preprocess/annotations.json",
-        "gallery": f"{run_folder}/preview",
-    }
-    assert load_manifest(outputs["manifest"]).model_dump() == manifest.model_dump()
-    annotations = load_annotations(outputs["annotations_json"])
-    assert {image.image for image in annotations.images} <= {t.uri for t in manifest.tiles}
-    assert annotations.images and sum(len(image.boxes) for image in annotations.images) > 0
-    gallery = [info.uri for info in list_objects(f"{outputs['gallery']}/")]
-    assert f"{outputs['gallery']}/index.html" in gallery
-    assert any(uri.endswith(".png") for uri in gallery)
-    assert "<img" in read_text(f"{outputs['gallery']}/index.html")
+def artifacts_of(done: subprocess.CompletedProcess[str]) -> dict[str, Path]:
+    """``task/artifact`` → where run-local's pipeline root keeps it (a file, or nothing when the
+    artifact is all metadata, like Metrics)."""
+    root = Path(re.search(r"^KFP artifacts .* under (\S+)$", done.stdout, flags=re.MULTILINE)[1])
+    [run] = [folder for folder in root.iterdir() if folder.name.startswith("solarpipe-")]
+    found = {f"{p.parent.name}/{p.name}": p for p in run.glob("*/*") if p.is_file()}
+    for recorded in run.glob("*/executor_output.json"):
+        for name in json.loads(recorded.read_text()).get("artifacts", {}):
+            found[f"{recorded.parent.name}/{name}"] = recorded.parent / name
+    return {name: path for name, path in found.items() if not name.endswith("executor_output.json")}
+
+
+def artifact_metadata(artifact: Path) -> dict[str, object]:
+    """The metadata KFP's executor recorded for an artifact (what the KFP UI shows)."""
+    recorded = json.loads((artifact.parent / "executor_output.json").read_text())
+    [entry] = recorded["artifacts"][artifact.name]["artifacts"]
+    return entry["metadata"]
+
+
+def inline_images(page: str) -> list[str]:
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
+    return sources
 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_the_whole_graph_runs_in_its_containers(bucket) -> None:
-    missing = [s for s in ("evaluate", "detect") if not (REPO / "components" / s).is_dir()]
-    if missing:
-        pytest.skip(f"stage(s) {', '.join(missing)} not implemented in this tree yet")
-    require_images(IMAGE_STAGES)
-    tiled_and_labelled(bucket)
-    tiny = {
-        "train.epochs": 1,
-        "train.batch_size": 4,
-        "train.num_workers": 0,
-        "train.limit_train_batches": 2,
-        "export.parity_samples": 1,
-        "evaluate.overlays": 1,
-        "preview.samples": 1,
-    }
-    done = run_local(
-        *data_settings(bucket), *[o for k, v in tiny.items() for o in ("--set", f"{k}={v}")]
-    )
-    run_folder = finished_run_folder(done, bucket)
+def test_the_whole_graph_runs_on_the_embedded_default_in_its_containers(images) -> None:
+    """A new user's run-local: no S3 settings, so it starts the embedded S3, synthesizes the
+    scene, tiles and labels it as the quickstart does, runs every task in its container, and
+    keeps the run folder on disk when the embedded S3 stops."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    extra = [option for key, value in TINY.items() for option in ("--set", f"{key}={value}")]
+    done = run_local("--size", "512", "--seed", "3", "--port", str(free_port()), *extra,
+                     env=environment)  # fmt: skip
+    run_folder = finished_run_folder(done, "solarpipe")
     outputs = outputs_of(done)
-    assert list(outputs) == [
-        "manifest", "annotations_json", "gallery", "checkpoint", "model", "evaluation", "detections"
-    ]  # fmt: skip
+    assert list(outputs) == list(STAGE_NAMES)
     assert all(uri.startswith(f"{run_folder}/") for uri in outputs.values())
-    assert exists(outputs["checkpoint"])
-    assert exists(f"{outputs['model']}/model.pt")
-    metrics = json.loads(read_text(f"{outputs['evaluation']}/metrics.json"))
+    assert "run-local: embedded S3 at http://127.0.0.1:" in done.stdout
+    kept = Path(re.search(r"the run folder is kept in (\S+)$", done.stdout, re.MULTILINE)[1])
+
+    def local(uri: str) -> str:
+        return str(kept / uri.removeprefix(f"{run_folder}/"))
+
+    manifest = load_manifest(local(outputs["prepare"]))
+    assert len(manifest.tiles) == 16 and manifest.tile_size == 128
+    for stage, suffix in (("prepare", "json"), ("detect", "npz")):
+        parts = sorted(path.name for path in (kept / stage / "parts").iterdir())
+        assert parts == [f"shard-0000-of-0002.{suffix}", f"shard-0001-of-0002.{suffix}"]
+    annotations = load_annotations(local(outputs["preprocess"]))
+    assert {image.image for image in annotations.images} <= {t.uri for t in manifest.tiles}
+    assert sum(len(image.boxes) for image in annotations.images) > 0
+    assert "<img" in read_text(local(f"{outputs['preview']}/index.html"))
+    assert exists(local(outputs["train"])) and outputs["train"].endswith("/model.ckpt")
+    assert exists(local(f"{outputs['export']}/model.pt"))
+    metrics = json.loads(read_text(local(f"{outputs['evaluate']}/metrics.json")))
     assert metrics and all(isinstance(value, int | float) for value in metrics.values())
-    detections = json.loads(read_text(outputs["detections"]))
-    assert detections["type"] == "FeatureCollection"
+    assert json.loads(read_text(local(outputs["detect"])))["type"] == "FeatureCollection"
+
+    # Parity with dvc repro: each stage got from the run's document what params.yaml with the
+    # same settings gives it (the stages checked the document's digest themselves).
+    document = yaml.safe_load(read_text(local(f"{run_folder}/params.yaml")))
+    expected = load_params(REPO / "params.yaml", extra[1::2])
+    for stage in STAGES:
+        from_run = stage_params(stage.name, validate_params(document))
+        assert from_run == stage_params(stage.name, expected), stage.name
+    assert document["preprocess"]["split"] == {"train": 0.6, "val": 0.2, "test": 0.2}
+
+    # What the KFP UI shows for the run: the stages' reports and the Metrics and Model artifacts.
+    artifacts = artifacts_of(done)
+    inline_images(artifacts["preview/gallery"].read_text())
+    summary = artifacts["preprocess/summary"].read_text()
+    assert f"{len(annotations.images)} tiles" in summary and "| train |" in summary
+    curve = artifacts["train/curve"].read_text()
+    assert re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \|", curve, flags=re.MULTILINE)
+    assert len(inline_images(artifacts["evaluate/overlays"].read_text())) == 2
+    logged = artifact_metadata(artifacts["quality-gate/metrics"])
+    assert logged == pytest.approx(
+        {"mAP@0.5": metrics["map_50"], "mAP@0.5:0.95": metrics["map"],
+         "precision": metrics["precision"], "recall": metrics["recall"], "F1": metrics["f1"]}
+    )  # fmt: skip
+    assert "detect runs" in artifacts["quality-gate/decision"].read_text()
+    model = artifact_metadata(artifacts["exported-model/model"])
+    assert model["arch"] == "ssdlite320_mobilenet_v3_large"
+    assert model["map_50"] == pytest.approx(metrics["map_50"])
+    assert model["model_pt"] == f"{outputs['export']}/model.pt"
+    assert exists(local(str(model["model_pt"]))) and exists(local(str(model["bentoml_archive"])))
+    sizes = {name: path.stat().st_size for name, path in artifacts.items() if path.is_file()}
+    print(f"KFP artifacts of the run: {sizes}")
 
 
 @pytest.mark.docker
-def test_a_failing_stage_stops_the_run_with_exit_1_naming_the_task(light_images, bucket) -> None:
+@pytest.mark.slow
+def test_a_run_below_the_quality_bar_ends_without_detections_and_says_why(images, bucket) -> None:
+    tiled_and_labelled(bucket)
+    done = run_local(*settings(bucket, {**TINY, "kubeflow.min_map50": 1.0}))
+    run_folder = finished_run_folder(done, bucket)
+    written = [info.uri for info in list_objects(f"{run_folder}/")]
+    assert any(uri.endswith("/evaluate/metrics.json") for uri in written)
+    assert not [uri for uri in written if "/detect/" in uri]
+    decision = artifacts_of(done)["quality-gate/decision"].read_text()
+    assert "< 1.000 (kubeflow.min_map50)" in decision and "detect and deploy" in decision
+
+
+@pytest.mark.docker
+def test_a_failing_stage_stops_the_run_with_exit_1_naming_the_task(images, bucket) -> None:
     synth = run(
-        str(BIN / "solarpipe"), "synth", "--out", f"s3://{bucket}/scene.tif", "--size", "256"
+        str(BIN / "solarpipe"), "synth", "--out", f"s3://{bucket}/scenes/town.tif", "--size", "256"
     )
     assert synth.returncode == 0, synth.stderr
-    done = run_local(
-        "--stages", "prepare,preprocess",
-        "--set", f"data.bucket={bucket}",
-        "--set", f"data.raster=s3://{bucket}/scene.tif",
-        "--set", f"data.tiles=s3://{bucket}/tiles",
-        "--set", f"data.annotations=s3://{bucket}/no-annotations-here",
-    )  # fmt: skip
+    done = run_local(*settings(bucket, {"data.annotations": f"s3://{bucket}/no-annotations-here"}))
     assert done.returncode == 1
     assert "no export objects under" in done.stdout  # the stage's own error, in its log
     last_line = done.stderr.strip().splitlines()[-1]
     assert "preprocess" in last_line and "\x1b[" not in last_line
-    assert not [info for info in list_objects(f"s3://{bucket}/runs/") if "/preprocess/" in info.uri]
+    written = [info.uri for info in list_objects(f"s3://{bucket}/runs/")]
+    assert any("/prepare/manifest.json" in uri for uri in written)
+    assert not [uri for uri in written if "/preprocess/" in uri or "/train/" in uri]
 
 
 @pytest.mark.docker
-def test_missing_image_says_how_to_build_it(light_images, bucket) -> None:
-    done = run_local("--stages", "prepare", "--set", "kubeflow.tag=not-built-anywhere")
+def test_missing_image_says_how_to_build_it(images, bucket) -> None:
+    done = run_local("--set", "kubeflow.tag=not-built-anywhere")
     assert done.returncode == 1
     assert "solarpipe-prepare:not-built-anywhere" in done.stderr
     assert "solarpipe images build --stage prepare" in done.stderr
-
-
-def test_stages_without_their_upstream_are_exit_2() -> None:
-    done = run_local("--stages", "preview")
-    assert done.returncode == 2
-    assert "preview needs preprocess" in done.stderr
-
-
-def test_unknown_stage_is_exit_2_and_lists_the_stages() -> None:
-    done = run_local("--stages", "prepare,tile")
-    assert done.returncode == 2
-    assert "unknown stage tile" in done.stderr and "detect" in done.stderr
-
-
-def test_without_s3_settings_it_says_how_to_start_the_embedded_server() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    done = run_local("--stages", "prepare", env=env)
-    assert done.returncode == 2
-    assert "solarpipe s3 serve" in done.stderr

@@ -440,3 +440,49 @@ def test_failures_leave_the_previous_output_whole(bucket: str, tmp_path: Path, c
     assert run_preprocess(prefix, manifest, str(out), "preprocess.seed=oops") == 2
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.json"]
+
+
+@pytest.mark.parametrize("export_format", ["annotation", "task"])
+def test_annotations_from_predictions_are_kept_and_counted(
+    bucket: str, export_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accepted and corrected predictions are human annotations; a prediction alone is not."""
+    manifest_uri = f"s3://{bucket}/manifest.json"
+    save_manifest(manifest_uri, manifest_of(4))
+    prefix = f"s3://{bucket}/annotations"
+    proposed = [dict(panel(4, 4, 20, 20), id="p0", score=0.8)]
+    model_prediction = {"id": 50, "result": proposed, "model_version": "m:1@r", "score": 0.3}
+    accepted = [dict(proposed[0], origin="prediction")]
+    corrected = [dict(panel(6, 4, 22, 20), id="p0", origin="prediction-changed")]
+    cases = {0: ([panel(1, 1, 9, 9)], None), 1: (accepted, model_prediction)}
+    cases[2] = (corrected, {**model_prediction, "id": 51})
+    objects = {}
+    for task_id, (results, parent) in cases.items():
+        export = build_export_object(
+            export_format,
+            annotation_id=task_id + 1,
+            task_id=task_id,
+            image_uri=tile_uri(task_id),
+            results=results,
+            parent_prediction=parent,
+        )
+        key = export_object_uri(prefix, export_format, task_id, task_id + 1)
+        objects[key] = encode_export_object(export, export_format)
+    if export_format == "task":  # a task with a prediction and no annotation: not ground truth
+        unlabeled = json.loads((FIXTURES / "task-format-example.json").read_text())
+        unlabeled.update(id=3, annotations=[], data={"image": tile_uri(3)}, predictions=[52])
+        objects[f"{prefix}/3.json"] = encode_export_object(unlabeled, "task")
+    publish_objects(objects, workers=4, desc="test")
+    out = f"s3://{bucket}/out/annotations.json"
+    assert run_preprocess(prefix, manifest_uri, out, "preprocess.max_empty_fraction=null") == 0
+    images = {image.image: image for image in load_annotations(out).images}
+    assert sorted(images) == [tile_uri(0), tile_uri(1), tile_uri(2)]
+    origins = [images[tile_uri(i)].origin for i in range(3)]
+    assert origins == ["manual", "prediction", "prediction-changed"]
+    assert images[tile_uri(1)].boxes == [(4, 4, 20, 20)]
+    assert images[tile_uri(2)].boxes == [(6, 4, 22, 20)]
+    printed = capsys.readouterr().out
+    assert (
+        "annotations: 1 drawn by hand, 1 from accepted predictions, 1 from corrected predictions"
+        in printed
+    )

@@ -3,7 +3,9 @@ an index.html gallery and a markdown summary, written atomically."""
 
 from __future__ import annotations
 
+import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +69,35 @@ def test_gallery_has_samples_per_split_with_boxes_drawn(bucket: str, tmp_path: P
     assert all(f'src="images/{name}"' in page for name in drawn)
     summary = (out / "summary.md").read_text()
     assert "| train | 8 | 8 | 0 | 8 |" in summary and "| test | 2 | 1 | 1 | 1 |" in summary
-    assert "markdown" in (out / "mlpipeline-ui-metadata.json").read_text()
+    assert not (out / "mlpipeline-ui-metadata.json").exists(), "KFP v1's file: v2 reads artifacts"
+
+
+def test_gallery_report_is_one_page_with_the_drawn_images_inside(
+    bucket: str, tmp_path: Path
+) -> None:
+    """KFP's HTML viewer shows self-contained pages only: every image is a data URI."""
+    annotations = write_inputs(bucket)
+    out, report = tmp_path / "preview", tmp_path / "artifacts" / "gallery.html"
+    argv = ["--annotations", annotations, "--out", str(out), "--report", "gallery", str(report)]
+    assert preview_main([*argv, "--set", "preview.samples=2"]) == 0
+    page = report.read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == len(list((out / "images").iterdir())) == 6
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        drawn = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        assert drawn.size == (TILE, TILE)
+    assert "| train | 8 | 8 | 0 | 8 |" in page
+
+
+def test_unknown_report_is_exit_2_naming_the_known_ones(
+    bucket: str, tmp_path: Path, capsys
+) -> None:
+    argv = ["--annotations", "a.json", "--out", str(tmp_path / "p"), "--report", "curve", "x.md"]
+    assert preview_main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "components.preview: error: --report curve: preview has reports gallery"
+    )
 
 
 def test_sample_choice_is_seeded(bucket: str, tmp_path: Path) -> None:

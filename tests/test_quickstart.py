@@ -1,4 +1,5 @@
-"""Quickstart guards and the no-S3 error: port taken, second instance, S3 not configured."""
+"""The quickstart: twice on a tiny project (reuse, DVC and git state after it), its guards
+(port taken, second instance) and the no-S3 error."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from components.commands.quickstart import s3_for_quickstart, single_instance
+from components.commands.embedded import configured_or_embedded_s3
+from components.commands.quickstart import single_instance
 from components.core.errors import SolarpipeError
+from tests.dvc_project import DVC, copy_project, run, stages_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +26,7 @@ def test_taken_port_makes_quickstart_pick_another(monkeypatch) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        with s3_for_quickstart(taken) as endpoint:
+        with configured_or_embedded_s3(taken, "quickstart") as endpoint:
             assert not endpoint.endswith(f":{taken}")
             from components.core import uri as uri_io
             from components.s3server import ensure_bucket
@@ -92,3 +95,27 @@ def test_stage_without_any_s3_configured_says_how_to_start_it(tmp_path: Path) ->
     assert completed.returncode == 1
     assert "solarpipe s3 serve" in completed.stderr and "solarpipe quickstart" in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_second_quickstart_trains_nothing_and_leaves_dvc_and_git_as_dvc_users_expect(
+    tmp_path: Path,
+) -> None:
+    """Two quickstarts on a copy of the project (tiny params, 512-px scene), each with its own
+    embedded S3, as a user runs them: the second finds the bucket empty, uploads the scene kept
+    by the first, rebuilds the tiles and annotations, and reruns no stage after them."""
+    copy_project(tmp_path)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    quickstart = [sys.executable, "-m", "components.cli", "quickstart", "--project", str(tmp_path)]
+    first = run([*quickstart, "--size", "512"], tmp_path, env)
+    assert "quickstart: synthesized 512x512 px scene" in first
+    assert {"prepare", "preprocess", "train", "export", "evaluate", "detect"} <= stages_run(first)
+    second = run([*quickstart, "--size", "512"], tmp_path, env)
+    assert "quickstart: using the 512x512 px scene kept in" in second
+    assert "tiles listed in the manifest are missing on S3: rebuilding them" in second
+    assert stages_run(second) == {"prepare", "annotations-listing"}
+    assert "test mAP@0.5" in second
+    status = run([*DVC, "status"], tmp_path, env)
+    assert status.strip() == "Data and pipelines are up to date."
+    assert run(["git", "status", "--porcelain"], tmp_path, env).splitlines() == ["?? dvc.lock"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,26 @@ def trained(s3_server, tmp_path_factory) -> dict[str, str]:
     out = f"s3://{bucket}/run"
     result = run_train("--annotations", f"s3://{bucket}/data/annotations.json", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"bucket": bucket, "out": out, "annotations": f"s3://{bucket}/data/annotations.json"}
+    return {
+        "bucket": bucket,
+        "out": out,
+        "annotations": f"s3://{bucket}/data/annotations.json",
+        "stderr": result.stderr,
+    }
+
+
+def test_training_logs_each_event_once_and_no_advertisement(trained) -> None:
+    stderr = trained["stderr"]
+    # "12:00:00 INFO name: message" from the project's handler, "INFO: message" from Lightning's.
+    messages = [
+        re.sub(r"^(\d\d:\d\d:\d\d )?[A-Z]+ ?[\w.]*: ", "", line) for line in stderr.splitlines()
+    ]
+    repeated = [message for message, count in Counter(messages).items() if count > 1]
+    assert repeated == [], stderr
+    assert sum("`Trainer.fit` stopped" in line for line in stderr.splitlines()) == 1, stderr
+    assert "Tip" not in stderr
+    assert "litlogger" not in stderr
+    assert "LeafSpec" not in stderr
 
 
 def test_train_writes_checkpoint_metrics_params_and_logs(trained, tmp_path: Path) -> None:
@@ -72,15 +93,15 @@ def test_train_writes_checkpoint_metrics_params_and_logs(trained, tmp_path: Path
 
     checkpoint = _download_checkpoint(uri_io.join(out, "model.ckpt"), tmp_path)
     hparams = checkpoint["hyper_parameters"]
-    assert hparams["arch"] == "ssdlite320_mobilenet_v3_large"
-    assert hparams["num_classes"] == 2 and hparams["classes"] == ["solar_panel"]
-    assert hparams["image_size"] == 64
+    assert hparams["train"] == used["train"], "the whole resolved train params, as the run used"
+    assert hparams["train"]["arch"] == "ssdlite320_mobilenet_v3_large"
+    assert hparams["classes"] == ["solar_panel"]
     assert checkpoint["state_dict"] and all(
         k.startswith("model.") for k in checkpoint["state_dict"]
     )
     assert hparams["pixel_size_m"] == pytest.approx(0.1) == hparams["data_pixel_size_m"]
     settings = dict(setting.removeprefix("train.").split("=") for setting in TINY)
-    assert hparams["train_params"] == TrainParams(**settings).model_dump(mode="json")
+    assert hparams["train"] == TrainParams(**settings).model_dump(mode="json")
     point = checkpoint["val_operating_point"]
     assert 0.0 <= point["score_threshold"] <= 1.0 and point["iou_threshold"] == 0.5
     assert metrics["val_score_threshold"] == pytest.approx(point["score_threshold"])
@@ -113,7 +134,7 @@ def test_missing_tile_fails_in_one_line_naming_it(trained, tmp_path: Path) -> No
 
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("components.train: error: tile image missing after 2 attempts")
+    assert last_line.startswith("components.train: error: tile image missing: ")
     assert "tiles/gone.png" in last_line
     assert not (tmp_path / "out" / "metrics.json").exists()
 
@@ -139,20 +160,11 @@ def test_gpu_requested_without_cuda_is_an_error_or_falls_back_by_param() -> None
     assert (plan.accelerator, plan.precision) == ("cpu", "32-true")
 
 
-def test_cpu_threads_follow_the_affinity_capped_by_a_cgroup_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from components.train import hardware
+def test_cpu_threads_default_to_the_usable_cpus() -> None:
+    """The cgroup cap itself is checked in test_shards (components/core/cpus.py)."""
+    from components.core.cpus import usable_cpus
 
-    cores = len(os.sched_getaffinity(0))
-    limit = tmp_path / "cpu.max"
-    monkeypatch.setattr(hardware, "CGROUP_CPU_MAX", limit)
-    limit.write_text("max 100000\n")  # no limit
-    assert hardware.cpu_budget() == cores
-    limit.write_text("50000 100000\n")  # half a core: one thread
-    assert hardware.cpu_budget() == 1
-    limit.write_text(f"{250000 * cores} 100000\n")  # a limit above the affinity
-    assert hardware.cpu_budget() == cores
+    assert resolve_hardware(TrainParams(accelerator="cpu")).cpu_threads == usable_cpus()
     assert resolve_hardware(TrainParams(accelerator="cpu", cpu_threads=3)).cpu_threads == 3
 
 

@@ -1,8 +1,8 @@
 """``solarpipe kfp``: the Kubeflow pipeline's commands (compile, submit, run-local) from pipeline.py.
 
 The pipeline lives in ``pipeline.py`` at the project root (orchestration stays out of the
-package); this module finds that file, in the current folder or next to the package's source,
-and hands it the subcommand's parser.
+package); this module loads the project's own file, next to the package's source (never a
+``pipeline.py`` that happens to be in the current folder), and hands it the subcommand's parser.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ PIPELINE_FILE = "pipeline.py"
 
 
 def locate_pipeline() -> Path | None:
-    """``./pipeline.py``, else the one beside the ``components`` package (a source checkout)."""
-    package_root = Path(__file__).resolve().parents[2]
-    for candidate in (Path.cwd() / PIPELINE_FILE, package_root / PIPELINE_FILE):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The project's ``pipeline.py``, beside the ``components`` package of a source checkout."""
+    candidate = Path(__file__).resolve().parents[2] / PIPELINE_FILE
+    return candidate if candidate.is_file() else None
 
 
 def load_pipeline_module(path: Path) -> ModuleType:
@@ -48,5 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def pipeline_not_found(args: argparse.Namespace) -> None:
     raise UsageError(
-        f"{PIPELINE_FILE} not found in {Path.cwd()}: run `solarpipe kfp` from the project root"
+        f"{PIPELINE_FILE} is not beside this install of solarpipe "
+        f"({Path(__file__).resolve().parents[2]}): `solarpipe kfp` needs a source checkout "
+        "(pip install -e .)"
     )

@@ -11,13 +11,22 @@ import argparse
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from components.commands.embedded import (
+    DEFAULT_SCENE_PARTS,
+    DEFAULT_SCENE_SIZE,
+    configured_or_embedded_s3,
+    label_if_unlabelled,
+    provide_scene,
+    run_command,
+    stage_environment,
+)
+from components.commands.serve_hint import save_sample_tile, serve_commands
 from components.core import uri as uri_io
 from components.core.errors import SolarpipeError, UsageError
 from components.core.logs import get_logger
@@ -25,12 +34,8 @@ from components.core.params import Params, load_params
 
 log = get_logger(__name__)
 LOCK_FILE = ".solarpipe-quickstart.lock"
-# Scene edge in px: 256 tiles of 256 px, ~180 for training. Data, not steps, limited the model
-# on 3072 px (101 training tiles): test mAP@0.5 0.70 after 6 CPU minutes vs 0.84 on 4096 px.
-QUICKSTART_SCENE_SIZE = 4096
-# Towns per side of the quickstart scene. One town has one street-grid angle and one sun, so a
-# model trained on it learns those and misses panels in other towns; see the README's figures.
-QUICKSTART_SCENE_PARTS = 2
+QUICKSTART_SCENE_SIZE = DEFAULT_SCENE_SIZE
+QUICKSTART_SCENE_PARTS = DEFAULT_SCENE_PARTS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,39 +93,6 @@ def single_instance(project: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextmanager
-def s3_for_quickstart(port: int | None) -> Iterator[str]:
-    """The configured S3 endpoint, or an embedded server started for the run's duration."""
-    from components.core.s3 import endpoint_url
-    from components.s3server import DEFAULT_PORT, port_is_free, start_embedded_s3
-
-    configured = endpoint_url()
-    if configured:
-        print(f"quickstart: using the S3 endpoint from AWS_ENDPOINT_URL: {configured}")
-        yield configured
-        return
-    wanted = port or DEFAULT_PORT
-    if not port_is_free(wanted):
-        print(f"quickstart: port {wanted} is taken, picking a free one")
-        wanted = None
-    server = start_embedded_s3(wanted)
-    os.environ.update(server.environment())
-    print(f"quickstart: embedded S3 at {server.endpoint} (in memory, gone when this ends)")
-    try:
-        yield server.endpoint
-    finally:
-        server.stop()
-
-
-def run_command(command: list[str], project: Path, env: dict[str, str]) -> None:
-    print(f"quickstart: $ {' '.join(command)}", flush=True)
-    completed = subprocess.run(command, cwd=project, env=env)
-    if completed.returncode != 0:
-        raise SolarpipeError(
-            f"`{' '.join(command)}` failed with exit status {completed.returncode}"
-        )
-
-
 def missing_tiles(manifest_path: Path) -> int:
     """How many tiles the manifest lists that are not on S3 (0 when there is no manifest)."""
     from components.core.manifest import load_manifest
@@ -132,21 +104,14 @@ def missing_tiles(manifest_path: Path) -> int:
     return sum(tile.uri not in present for tile in manifest.tiles)
 
 
-def stage_environment() -> dict[str, str]:
-    """The environment for DVC and the stages: this venv first on PATH, the S3 variables."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    return env
-
-
 def run_quickstart(args: argparse.Namespace) -> None:
     project = find_project(args.project)
     params = load_params(str(project / "params.yaml"), [])
     started = time.monotonic()
-    with single_instance(project), s3_for_quickstart(args.port):
+    with single_instance(project), configured_or_embedded_s3(args.port, "quickstart"):
         env = stage_environment()
         run_pipeline(project, params, args, env)
+        save_sample_tile(project)
     print_results(project, params, time.monotonic() - started)
 
 
@@ -154,41 +119,27 @@ def run_pipeline(
     project: Path, params: Params, args: argparse.Namespace, env: dict[str, str]
 ) -> None:
     from components.s3server import ensure_bucket
-    from components.synth.geotiff import truth_uri_for, write_scene
 
     data = params.data
     ensure_bucket(data.bucket)
     if not uri_io.exists(data.raster):
-        info = write_scene(data.raster, size=args.size, seed=args.seed, parts=args.parts)
-        print(
-            f"quickstart: synthesized {info.width}x{info.height} px scene with "
-            f"{info.panel_count} panels at {info.raster_uri}"
-        )
+        provide_scene(project, data.raster, args.size, args.seed, "quickstart", args.parts)
     dvc = [sys.executable, "-m", "dvc"]
-    run_command([*dvc, "repro", "prepare"], project, env)
+    run_command([*dvc, "repro", "prepare"], project, env, "quickstart")
     lost = missing_tiles(project / "data" / "manifest.json")
     if lost:
         print(f"quickstart: {lost} tiles listed in the manifest are missing on S3: rebuilding them")
-        run_command([*dvc, "repro", "--force", "--single-item", "prepare"], project, env)
-    if not any(True for _ in uri_io.list_objects(data.annotations)):
         run_command(
-            [
-                sys.executable,
-                "-m",
-                "components.cli",
-                "labelstudio",
-                "annotate-from-truth",
-                "--manifest",
-                "data/manifest.json",
-                "--truth",
-                truth_uri_for(data.raster),
-                "--annotations",
-                data.annotations,
-            ],
-            project,
-            env,
+            [*dvc, "repro", "--force", "--single-item", "prepare"], project, env, "quickstart"
         )
-    run_command([*dvc, "repro"], project, env)
+    label_if_unlabelled(
+        project, "data/manifest.json", data.raster, data.annotations, env, "quickstart"
+    )
+    # The labels' snapshot is refreshed on purpose (dvc.yaml): preprocess and what follows rerun
+    # only when the annotation objects differ from the last run's (the annotator's are the same).
+    refresh = [*dvc, "repro", "--force", "--single-item", "annotations-listing"]
+    run_command(refresh, project, env, "quickstart")
+    run_command([*dvc, "repro"], project, env, "quickstart")
 
 
 def read_json_or_empty(path: Path) -> dict:
@@ -226,10 +177,11 @@ def print_results(project: Path, params: Params, elapsed_s: float) -> None:
     print("\nsolarpipe quickstart results")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-    archive = "bentomodel" if params.export.archive == "bentomodel" else "tar.gz"
-    print("\nserve the model:")
-    print("  export BENTOML_HOME=$PWD/out/bentoml BENTOML_DO_NOT_TRACK=true")
-    print(f"  bentoml models import out/export/{params.export.name}.{archive}")
-    print("  bentoml serve components.serving.service:SolarPanelDetector --port 3000")
-    print("  curl -F images=@tile.png http://127.0.0.1:3000/detect")
+    print("\nserve the model (Ctrl-C stops it), then ask it from another shell:")
+    for command in serve_commands(project):
+        print(f"  {command}")
     print("see `dvc metrics show`, `dvc plots show`, and out/preview/index.html")
+    print(
+        "dvc.lock records this run: commit it in your own project (`git add dvc.lock`); "
+        "a second quickstart reuses what did not change"
+    )

@@ -5,6 +5,8 @@ ymax]`` in tile pixels; ``labels[i]`` names ``boxes[i]``'s class, one of the fil
 (class index for torchvision detectors = position in ``classes`` + 1; 0 is background).
 ``pixel_size_m`` is the tiles' ground sample distance (metres per pixel) from the prepare
 manifest; ``null`` in files written before it was recorded.
+``origin`` says who made a tile's boxes: a person drew them, or accepted or corrected a model's
+pre-annotation; every one of them is a human annotation (predictions alone never get here).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from components.core.errors import SolarpipeError
 
 ANNOTATIONS_VERSION = 1
 Split = Literal["train", "val", "test"]
+AnnotationOrigin = Literal["manual", "prediction", "prediction-changed"]
 
 
 class AnnotatedImage(BaseModel):
@@ -30,6 +33,7 @@ class AnnotatedImage(BaseModel):
     labels: list[str]
     split: Split
     task_id: int | None = None
+    origin: AnnotationOrigin | None = None  # None: written before origins were recorded
 
 
 class AnnotationsFile(BaseModel):
@@ -51,10 +55,6 @@ class AnnotationsFile(BaseModel):
             return None
         edges = sorted(max(image.width, image.height) for image in self.images)
         return self.pixel_size_m * edges[len(edges) // 2] / image_size
-
-    def class_index(self, label: str) -> int:
-        """torchvision class index: 1-based, 0 is background."""
-        return self.classes.index(label) + 1
 
 
 def load_annotations(annotations_uri: str) -> AnnotationsFile:

@@ -53,15 +53,17 @@ class Manifest(BaseModel):
     tiles_prefix: str
     tiles: list[TileRecord]
     pixel_size_m: float | None = Field(None, gt=0)  # metres per pixel (mean of x and y)
-
-    def by_uri(self) -> dict[str, TileRecord]:
-        return {tile.uri: tile for tile in self.tiles}
+    shard: str | None = None  # "I/N" in a shard's part; absent in a whole (or merged) manifest
 
 
 def load_manifest(manifest_uri: str) -> Manifest:
     try:
-        return Manifest.model_validate(uri_io.read_json(manifest_uri))
+        return Manifest.model_validate_json(uri_io.read_bytes(manifest_uri))
     except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise SolarpipeError(
+                f"not valid JSON: {manifest_uri} ({exc.errors()[0]['msg']})"
+            ) from exc
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SolarpipeError(
@@ -69,5 +71,11 @@ def load_manifest(manifest_uri: str) -> Manifest:
         ) from exc
 
 
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """Sorted keys, two-space indent, trailing newline; a whole manifest has no shard field."""
+    exclude = {"shard"} if manifest.shard is None else set()
+    return uri_io.dump_json_large(manifest.model_dump(mode="json", exclude=exclude))
+
+
 def save_manifest(manifest_uri: str, manifest: Manifest) -> None:
-    uri_io.write_json(manifest_uri, manifest.model_dump(mode="json"))
+    uri_io.write_bytes(manifest_uri, manifest_bytes(manifest), content_type="application/json")

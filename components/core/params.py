@@ -1,12 +1,18 @@
-"""Typed params: every tunable of every stage, loaded from ``params.yaml`` plus ``--set`` overrides.
+"""Typed params: every tunable of every stage, loaded from a params document plus ``--set``.
 
-Each stage reads only its own section. Unknown keys and wrong types are usage errors that name
-the key (``train.epochs: Input should be a valid integer``). Defaults here equal the shipped
-``params.yaml``, so a stage container without a params file behaves like the repository.
+The document is ``params.yaml`` for ``dvc repro``, or any URI (a Kubeflow run's stages read
+``s3://<bucket>/runs/<run id>/params.yaml``). Unknown keys and wrong types are usage errors that
+name the key (``train.epochs: Input should be a valid integer``). Defaults here equal the shipped
+``params.yaml``. A stage sees only the params its declaration lists (:func:`stage_params`): the
+per-stage schema, whose digest tells whether two runs gave a stage the same values.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,12 +23,17 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     model_validator,
 )
 
-from components.core.errors import UsageError
+from components.core import uri as uri_io
+from components.core.errors import NotFoundError, UsageError
+from components.core.stages import STAGE_NAMES, STAGES, stage
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+# Named sets of changes over params.yaml (profiles/gpu.yaml: the GPU pool), in the source tree.
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 class Section(BaseModel):
@@ -50,7 +61,9 @@ class PrepareParams(Section):
     uint16_max: int = Field(
         65535, gt=0, description="uint16 rasters are scaled to 8 bit as value*255/uint16_max"
     )
-    workers: int = Field(0, ge=0, description="parallel tile workers; 0 = from CPU count")
+    workers: int = Field(
+        0, ge=0, description="tile worker processes; 0 = the CPUs this process may use"
+    )
     scene: str = Field("", description="scene name in tile keys; empty = raster file stem")
 
 
@@ -76,7 +89,12 @@ class LabelStudioParams(Section):
     )
     regex_filter: str = Field(r".*\.png$", description="tiles the import storage picks up")
     use_blob_urls: bool = Field(True, description="one task per image object")
-    presign: bool = Field(True, description="Label Studio serves tiles by presigned URLs")
+    presign: bool | Literal["auto"] = Field(
+        "auto",
+        description="tiles reach the annotator's browser by presigned S3 URLs (true) or through "
+        "the Label Studio server (false); auto: presigned for AWS S3 only (an in-cluster or "
+        "loopback endpoint is not the browser's)",
+    )
     export_format: Literal["annotation", "task"] = Field(
         "annotation",
         description="annotate-from-truth writes one object per annotation (Label Studio's "
@@ -86,6 +104,42 @@ class LabelStudioParams(Section):
         "", description="S3 endpoint as the Label Studio server sees it; empty = the pipeline's"
     )
     sync_timeout_s: float = Field(600, gt=0, description="wait this long for a storage sync")
+    priority: Literal["margin", "middling", "random"] = Field(
+        "margin",
+        description="which unlabeled tiles come first: margin = a box score nearest "
+        "score_threshold; middling = the most boxes with middling scores; random = seeded shuffle",
+    )
+    score_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="predict uploads boxes from this score; the priority's decision threshold; "
+        "null = the model's own",
+    )
+    candidate_score: float = Field(
+        0.05, ge=0, le=1, description="boxes from this score count for the priority (not uploaded)"
+    )
+    seed: int = Field(0, description="seed of the random priority")
+    page_size: int = Field(
+        100, gt=0, le=1000, description="tasks listed, predicted and uploaded per batch"
+    )
+    batch_size: int = Field(8, gt=0, description="tiles per forward pass of predict")
+    workers: int = Field(8, gt=0, description="concurrent tile downloads of predict")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where predict runs the model; auto = CUDA when present"
+    )
+    on_missing_tile: Literal["fail", "skip"] = Field(
+        "fail", description="a task whose tile is gone from S3 stops predict or is skipped"
+    )
+    uncertainty_sampling: bool = Field(
+        True,
+        description="predict sets the project to uncertainty sampling: Label All Tasks serves the "
+        "lowest task score (most useful tile) first",
+    )
+    view_title: str = Field(
+        "solarpipe: uncertain first",
+        description="Data Manager tab predict keeps: unlabeled tasks, most useful first",
+    )
 
 
 class PreprocessParams(Section):
@@ -105,13 +159,17 @@ class PreviewParams(Section):
     seed: int = Field(0, description="seed of the tile choice")
 
 
+# The torchvision detectors train can build (components/ml/detector.py maps each to a model).
+Architecture = Literal[
+    "ssdlite320_mobilenet_v3_large",
+    "ssdlite_mobilenet_v3_large_stride8",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+]
+
+
 class TrainParams(Section):
-    arch: Literal[
-        "ssdlite320_mobilenet_v3_large",
-        "ssdlite_mobilenet_v3_large_stride8",
-        "fasterrcnn_resnet50_fpn_v2",
-        "fasterrcnn_mobilenet_v3_large_fpn",
-    ] = Field(
+    arch: Architecture = Field(
         "ssdlite320_mobilenet_v3_large",
         description="torchvision detector: ssdlite on CPU, fasterrcnn_resnet50_fpn_v2 on a GPU",
     )
@@ -164,7 +222,9 @@ class TrainParams(Section):
     on_missing_image: Literal["fail", "skip"] = Field(
         "fail", description="a tile missing on S3 fails the run or is skipped with a count"
     )
-    fetch_attempts: int = Field(3, gt=0, description="tries per tile GET before giving up")
+    fetch_attempts: int = Field(
+        0, ge=0, description="tries per tile GET; 0 = SOLARPIPE_S3_MAX_ATTEMPTS (default 5)"
+    )
     augment: bool = Field(True, description="random flips, 90° turns and colour jitter")
     color_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter strength; 0 = off")
     coarsen_max: float = Field(
@@ -238,10 +298,9 @@ class DetectParams(Section):
     )
 
 
-PipelineStage = Literal["prepare", "preprocess", "preview", "train", "export", "evaluate", "detect"]
+StageName = Literal[STAGE_NAMES]  # type: ignore[valid-type]
 CPU_QUANTITY = r"^([0-9]*[.])?[0-9]+m?$"
 MEMORY_QUANTITY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
-S3_RETRIED_STAGES = ("prepare", "preprocess", "preview", "export", "evaluate", "detect")
 
 
 def _number_as_text(value: Any) -> Any:
@@ -270,8 +329,8 @@ def _default_tolerations() -> list[TolerationParams]:
 
 
 class GpuParams(Section):
-    stages: list[PipelineStage] = Field(
-        default_factory=lambda: ["train", "evaluate", "detect"],
+    stages: list[StageName] = Field(
+        default_factory=lambda: [stage.name for stage in STAGES if stage.gpu],
         description="tasks that request accelerators and go to the GPU node pool",
     )
     accelerator_type: str = Field("nvidia.com/gpu", description="resource name of the accelerator")
@@ -302,53 +361,54 @@ class ResourceParams(Section):
     memory_limit: MemoryQuantity = "4Gi"
 
 
-# (cpu request, cpu limit, memory request, memory limit) per task
-DEFAULT_RESOURCES: dict[str, tuple[str, str, str, str]] = {
-    "prepare": ("1", "4", "2Gi", "8Gi"),
-    "preprocess": ("500m", "2", "1Gi", "4Gi"),
-    "preview": ("500m", "2", "1Gi", "4Gi"),
-    "train": ("4", "8", "16Gi", "32Gi"),
-    "export": ("1", "4", "4Gi", "8Gi"),
-    "evaluate": ("2", "4", "8Gi", "16Gi"),
-    "detect": ("2", "4", "8Gi", "16Gi"),
-}
-
-
-def _default_resources(stage: str) -> dict[str, str]:
-    return dict(zip(ResourceParams.model_fields, DEFAULT_RESOURCES[stage], strict=True))
-
-
-class StageResourcesParams(Section):
-    """CPU and memory of each task; a key left out keeps that task's default."""
-
-    prepare: ResourceParams
-    preprocess: ResourceParams
-    preview: ResourceParams
-    train: ResourceParams
-    export: ResourceParams
-    evaluate: ResourceParams
-    detect: ResourceParams
+class _OverStageDefaults(Section):
+    """A key left out of ``kubeflow.resources.<stage>`` keeps that stage's declared default."""
 
     @model_validator(mode="before")
     @classmethod
     def _over_stage_defaults(cls, given: Any) -> Any:
         if not isinstance(given, dict):
             return given
-        merged: dict[str, Any] = {stage: _default_resources(stage) for stage in DEFAULT_RESOURCES}
-        for stage, value in given.items():
-            merged[stage] = {**merged.get(stage, {}), **value} if isinstance(value, dict) else value
+        merged: dict[str, Any] = {stage.name: asdict(stage.resources) for stage in STAGES}
+        for name, value in given.items():
+            merged[name] = {**merged.get(name, {}), **value} if isinstance(value, dict) else value
         return merged
 
 
+# One field per declared stage: its requests and limits (defaults from the declaration).
+StageResourcesParams = create_model(
+    "StageResourcesParams",
+    __base__=_OverStageDefaults,
+    __doc__="CPU and memory of each task; a key left out keeps that task's default.",
+    **{  # type: ignore[call-overload]
+        stage.name: (
+            ResourceParams,
+            Field(default_factory=lambda stage=stage: ResourceParams(**asdict(stage.resources))),
+        )
+        for stage in STAGES
+    },
+)
+
+
 class RetryParams(Section):
-    stages: list[PipelineStage] = Field(
-        default_factory=lambda: [*S3_RETRIED_STAGES],
-        description="tasks retried on failure (S3 hiccups); not train (long, resumable) by default",
+    stages: list[StageName] = Field(
+        default_factory=lambda: [stage.name for stage in STAGES if stage.retried],
+        description="tasks retried on failure (S3 hiccups, a preempted node; train resumes)",
     )
     max_retries: int = Field(3, ge=0, description="retries of a failed task")
     backoff_duration: str = Field("30s", pattern=r"^[0-9]+s$", description="first wait")
     backoff_factor: float = Field(2.0, ge=1, description="each wait is this times the last")
     backoff_max_duration: str = Field("1800s", pattern=r"^[0-9]+s$", description="longest wait")
+
+
+class DeployParams(Section):
+    """The pipeline's last step: roll the serving Deployment (k8s/serving) to the new model."""
+
+    enabled: bool = Field(True, description="deploy a model that passes the quality gate")
+    deployment: str = Field(
+        "solarpipe-serve", min_length=1, description="serving Deployment in kubeflow.namespace"
+    )
+    timeout_s: float = Field(900, gt=0, description="give up waiting for the rollout after this")
 
 
 class KubeflowParams(Section):
@@ -375,9 +435,22 @@ class KubeflowParams(Section):
     run_as_user: int = Field(10001, gt=0, description="non-root UID of every task (the images')")
     run_as_group: int = Field(10001, gt=0, description="GID of every task")
     caching: bool = Field(True, description="cache tasks by default (preprocess never is)")
+    shards: int = Field(
+        1, ge=1, description="prepare and detect fan out over this many pods (ParallelFor)"
+    )
+    shard_parallelism: int = Field(
+        0, ge=0, description="shard pods running at once; 0 = all of them"
+    )
+    min_map50: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="quality gate: detect runs only if evaluate's mAP@0.5 reaches it",
+    )
     gpu: GpuParams = Field(default_factory=GpuParams)
-    resources: StageResourcesParams = Field(default_factory=StageResourcesParams)
+    resources: StageResourcesParams = Field(default_factory=StageResourcesParams)  # type: ignore[valid-type]
     retry: RetryParams = Field(default_factory=RetryParams)
+    deploy: DeployParams = Field(default_factory=DeployParams)
 
 
 class Params(Section):
@@ -393,7 +466,8 @@ class Params(Section):
     kubeflow: KubeflowParams = Field(default_factory=KubeflowParams)
 
 
-def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``a.b.c``, creating sections on the way."""
     node = tree
     *parents, leaf = dotted_key.split(".")
     for name in parents:
@@ -425,29 +499,121 @@ def _format_validation_error(exc: ValidationError) -> str:
     return "invalid params: " + "; ".join(problems)
 
 
-def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
-    """Load ``params.yaml`` (missing default file: schema defaults), apply ``--set`` overrides."""
-    tree: dict[str, Any] = {}
-    params_path = Path(path) if path else Path(DEFAULT_PARAMS_FILE)
-    if params_path.exists():
-        try:
-            loaded = yaml.safe_load(params_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{params_path}: not valid YAML ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise UsageError(f"{params_path}: expected a mapping of sections")
-        tree = loaded
-    elif path:
-        raise UsageError(f"params file not found: {path}")
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+def read_params_tree(path: str | Path | None) -> dict[str, Any]:
+    """The params document at ``path`` (any URI) as a tree; ``None``: ./params.yaml if present."""
+    if path is None:
+        if not Path(DEFAULT_PARAMS_FILE).exists():
+            return {}
+        path = DEFAULT_PARAMS_FILE
+    try:
+        text = uri_io.read_text(str(path))
+    except NotFoundError as exc:
+        raise UsageError(f"params file not found: {path}") from exc
+    return parse_params_text(text, str(path))
+
+
+def parse_params_text(text: str, source: str) -> dict[str, Any]:
+    """A params document's YAML text as a tree; ``source`` names it in errors."""
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source}: not valid YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{source}: expected a mapping of sections")
+    return loaded
+
+
+def validate_params(tree: dict[str, Any]) -> Params:
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:
         raise UsageError(_format_validation_error(exc)) from exc
 
 
-def default_params_yaml() -> str:
-    """The schema defaults as YAML (what ``params.yaml`` ships with)."""
-    return yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False)
+def merge_tree(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` applied over ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_tree(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def profile_tree(profile: str) -> dict[str, Any]:
+    """A profile (``profiles/<name>.yaml`` of the project, or a file's URI) as a params tree."""
+    candidate = PROFILES / f"{profile}.yaml"
+    if candidate.is_file():
+        return read_params_tree(candidate)
+    if "/" in profile or profile.endswith((".yaml", ".yml")):
+        return read_params_tree(profile)
+    known = ", ".join(sorted(path.stem for path in PROFILES.glob("*.yaml"))) or "none"
+    raise UsageError(f"--profile {profile}: no such profile (profiles: {known})")
+
+
+def load_params(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> Params:
+    """Load a params document (no default file: schema defaults), apply a profile over it, then
+    ``--set`` overrides."""
+    tree = read_params_tree(path)
+    if profile:
+        tree = merge_tree(tree, profile_tree(profile))
+    for text in overrides or []:
+        set_dotted(tree, *parse_override(text))
+    return validate_params(tree)
+
+
+def params_yaml(params: BaseModel) -> str:
+    """Params as the YAML document a run writes and its stages read."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-stage schema: only the sections and keys a stage's declaration lists
+
+
+def _section_model(section: str) -> type[Section]:
+    return Params.model_fields[section].annotation  # type: ignore[return-value]
+
+
+@functools.cache
+def stage_params_model(name: str) -> type[Section]:
+    """The params schema of stage ``name``: its declared sections, or keys of a section."""
+    declared = stage(name)
+    fields: dict[str, Any] = {}
+    for section in declared.params_sections:
+        model = _section_model(section)
+        keys = [key.split(".", 1)[1] for key in declared.params if key.startswith(f"{section}.")]
+        if keys:
+            model = create_model(
+                f"{model.__name__}For{name.title()}",
+                __base__=Section,
+                **{
+                    key: (model.model_fields[key].annotation, model.model_fields[key])
+                    for key in keys
+                },
+            )
+        fields[section] = (model, ...)
+    return create_model(f"{name.title()}StageParams", __base__=Section, **fields)
+
+
+def stage_params(name: str, params: Params) -> Section:
+    """The part of ``params`` stage ``name`` reads (``params.<section>.<key>`` as in Params)."""
+    declared = stage(name)
+    include: dict[str, Any] = {section: True for section in declared.params_sections}
+    for key in declared.params:
+        section, _, field = key.partition(".")
+        if field:
+            include[section] = include[section] if isinstance(include[section], set) else set()
+            include[section].add(field)
+    return stage_params_model(name).model_validate(params.model_dump(include=include))
+
+
+def params_digest(values: BaseModel) -> str:
+    """SHA-256 of the values (canonical JSON): equal digests, equal params."""
+    text = json.dumps(values.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -40,11 +40,3 @@ def progress_bar(
         ascii=True,
         file=sys.stderr,
     )
-
-
-def track(
-    iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it"
-) -> Iterator[T]:
-    """Iterate with a progress display."""
-    with progress_bar(iterable, total=total, desc=desc, unit=unit) as bar:
-        yield from bar

@@ -4,6 +4,9 @@ The endpoint comes from ``AWS_ENDPOINT_URL`` (with scheme: ``http://127.0.0.1:90
 ``https://…``); credentials and region from the standard AWS variables. The same endpoint is
 mapped onto GDAL (``AWS_S3_ENDPOINT``, ``AWS_HTTPS``, ``AWS_VIRTUAL_HOSTING``) so rasterio
 reads ``s3://`` rasters from it too.
+
+Every request the client sends is retried under the one policy of ``core/retry.py``
+(``core/s3_retries.py``); GDAL gets the same attempts and first delay.
 """
 
 from __future__ import annotations
@@ -18,19 +21,14 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-)
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+from components.core import retry
 from components.core.errors import NotFoundError, SolarpipeError, UsageError
+from components.core.s3_retries import gave_up_after, is_broken_body, use_retry_policy
 
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
 DEFAULT_REGION = "us-east-1"
-MAX_ATTEMPTS = int(os.environ.get("SOLARPIPE_S3_MAX_ATTEMPTS", "5"))
-
 _client_lock = threading.Lock()
 
 
@@ -62,7 +60,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 def _client_config() -> Config:
     return Config(
         region_name=region(),
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},  # replaced: use_retry_policy
         connect_timeout=float(os.environ.get("SOLARPIPE_S3_CONNECT_TIMEOUT", "5")),
         read_timeout=60,
         max_pool_connections=64,
@@ -74,7 +72,9 @@ def _client_config() -> Config:
 def _cached_client(endpoint: str | None, key_id: str | None, pid: int) -> Any:
     del key_id, pid  # cache keys only: a new process or new credentials get a new client
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint, config=_client_config())
+    client = session.client("s3", endpoint_url=endpoint, config=_client_config())
+    use_retry_policy(client)
+    return client
 
 
 def s3_client() -> Any:
@@ -85,11 +85,14 @@ def s3_client() -> Any:
 
 def gdal_options() -> dict[str, str]:
     """GDAL config options that point ``/vsis3/`` (rasterio ``s3://``) at the same endpoint."""
+    policy = retry.current_policy()
     options = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "CPL_VSIL_CURL_USE_HEAD": "NO",
-        "GDAL_HTTP_MAX_RETRY": str(MAX_ATTEMPTS),
-        "GDAL_HTTP_RETRY_DELAY": "1",
+        # GDAL retries the HTTP codes it knows (429, 500, 502-504) and some curl errors itself,
+        # doubling the delay with jitter: the policy's retries and first delay.
+        "GDAL_HTTP_MAX_RETRY": str(policy.attempts - 1),
+        "GDAL_HTTP_RETRY_DELAY": f"{policy.backoff_s:g}",
         "AWS_REGION": region(),
     }
     url = endpoint_url()
@@ -122,12 +125,18 @@ def raster_env() -> Iterator[None]:
         yield
 
 
-def describe_s3_error(exc: Exception, uri: str) -> SolarpipeError:
-    """Turn a botocore exception into one line a user can act on."""
+def describe_s3_error(exc: BaseException, uri: str) -> SolarpipeError:
+    """Turn a botocore exception (or a read the policy gave up on) into one line a user can act
+    on; a transient fault says how many tries it survived."""
+    tries = gave_up_after()
+    if isinstance(exc, retry.GaveUp):
+        exc, tries = exc.cause, exc.attempts
+    after = f"; gave up after {tries} attempts" if tries else ""
     if isinstance(exc, EndpointConnectionError):
         return SolarpipeError(
             f"cannot reach the S3 endpoint {endpoint_url() or 'AWS'} for {uri} "
             f"(is the server running? set {ENDPOINT_VARIABLE} or start `solarpipe s3 serve`)"
+            f"{after}"
         )
     if isinstance(exc, NoCredentialsError):
         if not endpoint_url():
@@ -140,21 +149,31 @@ def describe_s3_error(exc: Exception, uri: str) -> SolarpipeError:
             f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchBucket",):
-            return NotFoundError(f"bucket does not exist: {uri} (HTTP {status})")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return NotFoundError(f"no such object: {uri} (HTTP {status})")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-            return SolarpipeError(
-                f"S3 rejected the credentials for {uri}: {code} (HTTP {status}); "
-                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-            )
+        return _describe_client_error(exc, uri, after)
+    if is_broken_body(exc):
+        return SolarpipeError(f"S3 read of {uri} broke off: {_first_line(exc)}{after}")
+    return SolarpipeError(f"S3 error on {uri}: {_first_line(exc)}{after}")
+
+
+def _describe_client_error(exc: ClientError, uri: str, after: str) -> SolarpipeError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchBucket",):
+        return NotFoundError(f"bucket does not exist: {uri} (HTTP {status})")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return NotFoundError(f"no such object: {uri} (HTTP {status})")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
         return SolarpipeError(
-            f"S3 error on {uri}: {code} {error.get('Message', '')} (HTTP {status})"
+            f"S3 rejected the credentials for {uri}: {code} (HTTP {status}); "
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
         )
-    if isinstance(exc, BotoCoreError):
-        return SolarpipeError(f"S3 error on {uri}: {exc}")
-    return SolarpipeError(f"{uri}: {exc}")
+    if code == "PreconditionFailed":
+        return SolarpipeError(f"{uri} changed while it was read (HTTP {status}): run again")
+    message = error.get("Message", "")
+    return SolarpipeError(f"S3 error on {uri}: {code} {message} (HTTP {status}{after})")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -2,7 +2,7 @@
 
 The thread opens the raster itself, inside the S3-aware GDAL environment (GDAL settings are
 per thread), reads each window with the shared raster reader (same band and bit-depth rules, padding
-past the edge) and hands over batches through a bounded queue: at most ``depth`` batches of
+past the edge; a read broken by the network is retried, ``raster/retrying.py``) and hands over batches through a bounded queue: at most ``depth`` batches of
 pixels are held at once, never the whole raster.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from components.core.manifest import TileWindow
 from components.raster.reader import open_raster, read_tile
+from components.raster.retrying import RetryingDataset
 
 _DONE = object()
 
@@ -37,11 +38,13 @@ def _read_batches(
     uint16_max: int,
     nodata: int | None,
 ) -> Iterator[WindowBatch]:
-    with open_raster(raster_uri) as dataset:
+    with RetryingDataset(raster_uri, open_raster) as raster:
         for start in range(0, len(windows), batch_size):
             batch = WindowBatch([], [], 0)
             for entry in windows[start : start + batch_size]:
-                rgb, all_nodata = read_tile(dataset, entry[2], uint16_max, nodata)
+                rgb, all_nodata = raster.read(
+                    lambda dataset, window=entry[2]: read_tile(dataset, window, uint16_max, nodata)
+                )
                 if all_nodata:
                     batch.skipped_nodata += 1
                     continue

@@ -1,29 +1,34 @@
 """The detect stage's work: windows → batched TorchScript inference → seam merge → GeoJSON.
 
 A raster of another pixel size than the model's is resampled to it on the fly: each window
-spans the ground of ``detect.window`` model pixels (``raster_pixels``) and the model resizes it
+spans the ground of ``detect.window`` model pixels (``raster_window``) and the model resizes it
 to its input, so boxes come back in raster pixels and map through the raster's geotransform.
+
+A shard (``--shard I/N``) runs the windows of its part (``components/shards/spec.py``) and
+writes them as a detections part; the whole run is shard ``0/1`` and merges its single part
+with the very function the shard merge uses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from components.core import uri as uri_io
 from components.core.errors import UsageError
 from components.core.logs import get_logger
 from components.core.params import DetectParams, PrepareParams
 from components.core.progress import progress_bar
-from components.detect.geojson import feature_collection
-from components.detect.merge import merge_at_seams
 from components.detect.reader import window_batches
-from components.detect.windows import WindowGrid, plan_grid
 from components.ml.scripted import load_scripted_model, model_pixel_size, resolve_device
+from components.raster.mosaic import resolve_raster
 from components.raster.pixel_size import Resampling, format_metres, plan_resampling
-from components.raster.reader import RasterInfo, inspect_raster
+from components.raster.reader import RasterInfo
+from components.raster.windows import WindowGrid, plan_grid
+from components.shards.detections import DetectionPart, save_part, write_detections
+from components.shards.spec import WHOLE, ShardSpec, part_uri, shard_cells
 
 log = get_logger(__name__)
 
@@ -38,8 +43,9 @@ class DetectSummary:
     windows: int
     skipped_nodata: int
     detections: int  # kept by their windows, before the seam merge
-    merged: int
-    panels: int
+    merged: int | None  # None for a shard's part: the merge counts them
+    panels: int | None
+    out_uri: str
 
 
 @dataclass
@@ -93,45 +99,61 @@ def owned_detections(
     )
 
 
-def plan_windows(
-    raster: RasterInfo, resampling: Resampling, model_window: int, params: DetectParams
-) -> WindowGrid:
-    """The window grid in raster pixels for windows of ``model_window`` model pixels."""
-    if not 0 <= params.overlap < model_window:
+Pair = tuple[int, int]  # (columns, rows)
+
+
+def raster_window(resampling: Resampling, model_window: int, model_overlap: int) -> tuple[Pair, Pair]:
+    """Window and overlap edges in raster pixels for ``model_window`` and ``model_overlap``
+    model pixels."""
+    if not 0 <= model_overlap < model_window:
         raise UsageError(
-            f"detect.overlap must be in [0, window={model_window}), got {params.overlap}"
+            f"detect.overlap must be in [0, window={model_window}), got {model_overlap}"
         )
-    window = tuple(max(1, edge) for edge in resampling.raster_pixels(model_window))
-    overlap = tuple(
-        min(shared, edge - 1)
-        for shared, edge in zip(resampling.raster_pixels(params.overlap), window, strict=True)
-    )
-    return plan_grid(raster.width, raster.height, window, overlap)  # type: ignore[arg-type]
+    columns, rows = (max(1, edge) for edge in resampling.raster_pixels(model_window))
+    shared_columns, shared_rows = resampling.raster_pixels(model_overlap)
+    return (columns, rows), (min(shared_columns, columns - 1), min(shared_rows, rows - 1))
 
 
-def detect(
-    raster_uri: str,
-    model_uri: str,
-    out_uri: str,
+def part_meta(
+    raster: RasterInfo,
+    grid: WindowGrid,
+    overlap: Pair,
+    classes: list[str],
+    params: DetectParams,
+    shard: ShardSpec,
+) -> dict[str, Any]:
+    """What the merge must agree on across shards, and this shard's identity; ``window`` and
+    ``overlap`` in raster pixels (columns, rows)."""
+    return {
+        "raster": raster.uri,
+        "crs": raster.crs,
+        "transform": list(raster.transform)[:6],
+        "width": raster.width,
+        "height": raster.height,
+        "window": [grid.width, grid.height],
+        "overlap": list(overlap),
+        "classes": classes,
+        "nms_iou": params.nms_iou,
+        "score_threshold": params.score_threshold,
+        "shard": str(shard),
+    }
+
+
+def detect_windows(
+    model: torch.jit.ScriptModule,
+    raster: RasterInfo,
+    grid: WindowGrid,
+    cells: np.ndarray,
     params: DetectParams,
     prepare_params: PrepareParams,
-) -> DetectSummary:
-    """Detect panels over the whole raster and write them as GeoJSON to ``out_uri``."""
-    raster = inspect_raster(raster_uri)
-    device = resolve_device(params.device, "detect.device")
-    model = load_scripted_model(model_uri, device)
-    model_size_m = model_pixel_size(model, model_uri)
-    resampling = plan_resampling(raster.pixel_size, model_size_m, params.resample, raster_uri)
-    grid = plan_windows(raster, resampling, params.window or int(model.image_size), params)
-    log_scale(raster, model_size_m, resampling, grid, params.resample)
-    threshold = (
-        float(model.score_threshold) if params.score_threshold is None else params.score_threshold
-    )
-    windows = grid.windows()
+) -> tuple[RasterDetections, list[int], int]:
+    """Run the model over the windows of ``cells``: detections, their cells, windows skipped."""
+    windows = grid.windows(cells)
     detections = RasterDetections([], [], [])
+    found_in: list[int] = []
     skipped = 0
     batches = window_batches(
-        raster_uri, windows, params.batch_size, prepare_params.uint16_max, prepare_params.nodata
+        raster.dataset, windows, params.batch_size, prepare_params.uint16_max, prepare_params.nodata
     )
     with progress_bar(total=len(windows), desc="detect", unit="window") as bar:
         for batch in batches:
@@ -139,47 +161,75 @@ def detect(
             if batch.pixels:
                 images = [torch.from_numpy(pixels) for pixels in batch.pixels]
                 with torch.inference_mode():
-                    outputs = model(images, threshold)
+                    outputs = model(images, params.score_threshold)
                 for (row_index, column_index, tile), output in zip(
                     batch.windows, outputs, strict=True
                 ):
-                    detections.add(
-                        *owned_detections(
-                            output,
-                            grid,
-                            row_index,
-                            column_index,
-                            tile.col_off,
-                            tile.row_off,
-                            (raster.width, raster.height),
-                        )
+                    owned = owned_detections(
+                        output,
+                        grid,
+                        row_index,
+                        column_index,
+                        tile.col_off,
+                        tile.row_off,
+                        (raster.width, raster.height),
                     )
+                    detections.add(*owned)
+                    found_in += [row_index * grid.shape[1] + column_index] * len(owned[0])
             bar.update(len(batch.windows) + batch.skipped_nodata)
+    return detections, found_in, skipped
+
+
+def detect(
+    raster_uri: str,
+    model_uri: str,
+    out_target: str,
+    params: DetectParams,
+    prepare_params: PrepareParams,
+    shard: ShardSpec = WHOLE,
+) -> DetectSummary:
+    """Detect panels in ``shard``'s windows. The whole run (``0/1``) merges its one part and
+    writes the GeoJSON to ``out_target``; a shard writes its part there (or, when that ends in
+    ``/``, to ``shard-IIII-of-NNNN.npz`` under it) for ``solarpipe shards merge-detections``."""
+    source = resolve_raster(raster_uri)
+    raster = source.info
+    device = resolve_device(params.device, "detect.device")
+    model = load_scripted_model(model_uri, device)
+    model_size_m = model_pixel_size(model, model_uri)
+    resampling = plan_resampling(raster.pixel_size, model_size_m, params.resample, raster_uri)
+    window, overlap = raster_window(
+        resampling, params.window or int(model.image_size), params.overlap
+    )
+    grid = plan_grid(raster.width, raster.height, window, overlap)
+    log_scale(raster, model_size_m, resampling, grid, params.resample)
+    if params.score_threshold is None:
+        params = params.model_copy(update={"score_threshold": float(model.score_threshold)})
+    cells = shard_cells(grid.covered(source.footprints), shard)
+    detections, found_in, skipped = detect_windows(
+        model, raster, grid, cells, params, prepare_params
+    )
     boxes, scores, labels = detections.arrays()
-    kept = merge_at_seams(boxes, scores, labels, grid.column_cuts, grid.row_cuts, params.nms_iou)
-    order = kept[np.lexsort((boxes[kept, 0], boxes[kept, 1]))]  # top to bottom, left to right
-    classes = list(model.classes)
-    collection = feature_collection(
-        [tuple(box) for box in boxes[order].tolist()],
-        scores[order].tolist(),
-        [classes[int(label) - 1] for label in labels[order]],
-        raster.transform,
-        raster.crs,
-    )
-    uri_io.write_bytes(out_uri, uri_io.dump_json(collection), content_type="application/geo+json")
-    log.info("wrote %d panels to %s", len(order), out_uri)
-    return DetectSummary(
-        window=(grid.width, grid.height),
-        raster_pixel_size=raster.pixel_size.describe(),
-        model_pixel_size_m=model_size_m,
-        resampled=resampling.active,
-        score_threshold=threshold,
-        windows=len(windows),
-        skipped_nodata=skipped,
-        detections=len(boxes),
-        merged=len(boxes) - len(order),
-        panels=len(order),
-    )
+    meta = part_meta(raster, grid, overlap, list(model.classes), params, shard)
+    meta.update(windows=len(cells), skipped_nodata=skipped)
+    part = DetectionPart(meta, boxes, scores, labels, np.asarray(found_in, dtype=np.int64))
+    summary = {
+        "window": (grid.width, grid.height),
+        "raster_pixel_size": raster.pixel_size.describe(),
+        "model_pixel_size_m": model_size_m,
+        "resampled": resampling.active,
+        "score_threshold": float(params.score_threshold),
+        "windows": len(cells),
+        "skipped_nodata": skipped,
+        "detections": len(boxes),
+    }
+    if shard.is_whole:
+        merged = write_detections(out_target, [part])
+        return DetectSummary(
+            **summary, merged=merged.merged, panels=merged.panels, out_uri=out_target
+        )
+    out_uri = part_uri(out_target, shard, ".npz")
+    save_part(out_uri, part)
+    return DetectSummary(**summary, merged=None, panels=None, out_uri=out_uri)
 
 
 def log_scale(

@@ -14,21 +14,16 @@ import argparse
 import sys
 
 from components.core.params import Params
+from components.core.reports import write_report
 from components.core.stage import run_stage
-
-
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", required=True, help="annotations.json URI")
-    parser.add_argument(
-        "--model", required=True, help="export folder/prefix URI, or the model.pt in it"
-    )
-    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.evaluate.run import evaluate
 
-    metrics = evaluate(args.annotations, args.model, args.out, params.evaluate)
+    evaluation = evaluate(args.annotations, args.model, args.out, params.evaluate)
+    metrics = evaluation.metrics
+    write_report(args, "overlays", evaluation.page)
     print(
         f"evaluate: {metrics['images']} {params.evaluate.split} tiles: mAP@0.5 "
         f"{metrics['map_50']:.3f}, mAP@0.5:0.95 {metrics['map']:.3f}, precision "
@@ -39,7 +34,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("evaluate", __doc__ or "", add_io_options, run, argv)
+    return run_stage("evaluate", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

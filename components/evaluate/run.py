@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchmetrics.detection import MeanAveragePrecision
 
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, load_annotations
@@ -21,7 +20,6 @@ from components.core.errors import SolarpipeError
 from components.core.logs import get_logger
 from components.core.params import EvaluateParams
 from components.core.progress import progress_bar
-from components.ml.dataset import FetchOptions, TileStream
 from components.ml.matching import (
     ImageMatches,
     match_image,
@@ -29,6 +27,9 @@ from components.ml.matching import (
     precision_recall_f1,
     total_counts,
 )
+from components.evaluate.page import evaluation_page
+from components.ml.dataset import FetchOptions, TileStream
+from components.ml.metrics import MAP_KEYS, map_metric
 from components.ml.scripted import (
     load_scripted_model,
     model_file_uri,
@@ -41,9 +42,9 @@ log = get_logger(__name__)
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "pr_curve.json"
 OVERLAY_FOLDER = "overlays"
+PAGE_FILE = "overlays.html"
 TRUTH_COLOUR = (0, 255, 0)
 PREDICTION_COLOUR = (255, 0, 0)
-MAP_KEYS = ("map", "map_50", "map_75", "mar_100")
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,16 @@ class TileResult:
     errors: int  # false positives + false negatives at the threshold
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, Any]
+    page: str  # the self-contained HTML page of the figures and overlays
+
+
 def evaluate(
     annotations_uri: str, model_uri: str, out_uri: str, params: EvaluateParams
-) -> dict[str, Any]:
-    """Run the model on ``params.split`` and write metrics, PR curve and overlays to ``out_uri``."""
+) -> Evaluation:
+    """Run the model on ``params.split``; write metrics, PR curve, overlays and their page."""
     annotations = load_annotations(annotations_uri)
     records = annotations.split(params.split)
     if not records:
@@ -76,8 +83,7 @@ def evaluate(
         params = params.model_copy(update={"score_threshold": float(model.score_threshold)})
     classes = list(model.classes)
     stream = TileStream(records, classes, params.batch_size, fetch=FetchOptions())
-    mean_ap = MeanAveragePrecision(iou_type="bbox")  # COCO: the best 100 detections per tile
-    mean_ap.warn_on_many_detections = False
+    mean_ap = map_metric()  # COCO: the best 100 detections per tile
     results: list[TileResult] = []
     with progress_bar(total=len(records), desc=f"evaluate {params.split}", unit="tile") as bar:
         for batch in stream:
@@ -112,8 +118,10 @@ def evaluate(
         uri_io.write_json(str(staging / METRICS_FILE), metrics)
         uri_io.write_json(str(staging / CURVE_FILE), curve)
         _write_overlays(results, staging / OVERLAY_FOLDER, params.overlays)
+        page = evaluation_page(metrics, params.split, staging / OVERLAY_FOLDER)
+        (staging / PAGE_FILE).write_text(page)
     log.info("evaluated %s on %d tiles", model_file_uri(model_uri), len(results))
-    return metrics
+    return Evaluation(metrics, page)
 
 
 def check_pixel_sizes(tiles_m: float | None, model_m: float, annotations_uri: str) -> None:

@@ -1,7 +1,7 @@
 """Script the trained detector to TorchScript, check it against the eager model, package it.
 
 Writes <out>/model.pt (TorchScript with resize and box rescaling inside), <out>/<name>.tar.gz
-(a BentoML model: `bentoml models import <out>/<name>.tar.gz`; export.archive=bentomodel
+(a BentoML model, served by `solarpipe serve --model <out>`; export.archive=bentomodel
 writes BentoML's xz <name>.bentomodel instead, ~25x slower for ~2% less) and <out>/export.json.
 
 Example: python -m components.export --checkpoint s3://bucket/train/model.ckpt --out out/export
@@ -14,11 +14,6 @@ import sys
 
 from components.core.params import Params
 from components.core.stage import run_stage
-
-
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="model.ckpt URI from the train stage")
-    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -34,7 +29,7 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("export", __doc__ or "", add_io_options, run, argv)
+    return run_stage("export", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 The model is created in a throw-away BentoML store (so the stage never writes to the user's
 ``~/bentoml``) and exported as ``<name>.tar.gz`` (default; gzip) or ``<name>.bentomodel``
-(BentoML's xz format: ~25x slower to write for ~2% less size). ``bentoml models import
-<archive>`` puts it in a user's store, where the service (``components.serving``) finds it.
+(BentoML's xz format: ~25x slower to write for ~2% less size). ``solarpipe serve --model
+<out>`` imports it into a model store and serves it (``components.serving``).
 """
 
 from __future__ import annotations

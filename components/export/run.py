@@ -21,6 +21,7 @@ from components.export.parity import check_parity, sample_images
 from components.ml.checkpoint import CheckpointInfo, load_detector_checkpoint
 from components.ml.scripted import (
     DEFAULT_PIXEL_SIZE_M,
+    EXPORT_SUMMARY_FILE,
     MODEL_FILE,
     ServedDetector,
     load_scripted_model,
@@ -28,16 +29,9 @@ from components.ml.scripted import (
 )
 
 log = get_logger(__name__)
-SUMMARY_FILE = "export.json"
 GIT_REVISION_VARIABLE = "SOLARPIPE_GIT_REVISION"
 # Score threshold of a model whose checkpoint records none chosen on val (older checkpoints).
 FALLBACK_SCORE_THRESHOLD = 0.3
-
-
-def sibling(uri: str, name: str) -> str:
-    """The URI of ``name`` in the same folder/prefix as ``uri``."""
-    head, separator, _ = uri.rstrip("/").rpartition("/")
-    return f"{head}/{name}" if separator else name
 
 
 def git_revision() -> str | None:
@@ -55,7 +49,7 @@ def git_revision() -> str | None:
 
 def training_metrics(checkpoint_uri: str) -> dict[str, Any]:
     """Plain values of the ``metrics.json`` beside the checkpoint (empty when there is none)."""
-    metrics_uri = sibling(checkpoint_uri, "metrics.json")
+    metrics_uri = uri_io.join(uri_io.parent(checkpoint_uri), "metrics.json")
     if not uri_io.exists(metrics_uri):
         return {}
     metrics = uri_io.read_json(metrics_uri)
@@ -96,20 +90,20 @@ def recorded_pixel_size(info: CheckpointInfo) -> float | None:
 def model_metadata(info: CheckpointInfo, threshold: float, threshold_source: str) -> dict[str, Any]:
     """What the BentoML model records about itself (plain YAML types only)."""
     metadata: dict[str, Any] = {
-        "arch": info.arch,
-        "image_size": info.image_size,
+        "arch": info.spec.arch,
+        "image_size": info.spec.image_size,
         "pixel_size_m": info.pixel_size_m,
         "score_threshold": threshold,
         "score_threshold_source": threshold_source,
-        "classes": list(info.classes),
+        "classes": list(info.spec.classes),
         "model_file": MODEL_FILE,
         "torch_version": str(torch.__version__),
         "torchvision_version": str(torchvision.__version__),
         "checkpoint": info.uri,
         "metrics": training_metrics(info.uri),
     }
-    if info.train_params is not None:
-        metadata["train_params"] = info.train_params
+    if info.train:
+        metadata["train_params"] = info.train
     if info.epoch is not None:
         metadata["epoch"] = int(info.epoch)
     revision = git_revision()
@@ -126,7 +120,7 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
     threshold, threshold_source = score_threshold(info, params)
     pixel_size_m = recorded_pixel_size(info)
     served = ServedDetector(
-        detector, info.arch, info.image_size, info.classes, threshold, pixel_size_m or 0.0
+        detector, info.spec.arch, info.spec.image_size, info.spec.classes, threshold, pixel_size_m or 0.0
     )
     scripted = script_detector(served)
     metadata = model_metadata(info, threshold, threshold_source)
@@ -137,19 +131,19 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
         parity = check_parity(
             served,
             load_scripted_model(str(model_path)),
-            sample_images(info.image_size, params.parity_samples),
+            sample_images(info.spec.image_size, params.parity_samples),
             params.parity_atol,
         )
         checked_at = time.perf_counter()
-        labels = {"project": "solarpipe", "arch": info.arch}
+        labels = {"project": "solarpipe", "arch": info.spec.arch}
         tag, archive_path = write_bento_archive(
             model_path, staging, params.name, params.archive, labels, metadata
         )
         packaged_at = time.perf_counter()
         summary = {
-            "arch": info.arch,
-            "classes": info.classes,
-            "image_size": info.image_size,
+            "arch": info.spec.arch,
+            "classes": info.spec.classes,
+            "image_size": info.spec.image_size,
             "pixel_size_m": pixel_size_m,
             "score_threshold": threshold,
             "score_threshold_source": threshold_source,
@@ -161,7 +155,7 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
             "parity": parity.as_dict(),
             "git_revision": metadata.get("git_revision"),
         }
-        uri_io.write_json(str(staging / SUMMARY_FILE), summary)
+        uri_io.write_json(str(staging / EXPORT_SUMMARY_FILE), summary)
     log.info(
         "export timings: load+script %.1f s, parity %.1f s, BentoML archive (%s) %.1f s",
         scripted_at - started,

@@ -20,7 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 from components.core.errors import SolarpipeError, UsageError
 from components.core.logs import get_logger
 from components.images.engine import buildkit_cli, docker_client
-from components.images.names import STAGES, image_name, package_version
+from components.images.names import (
+    IMAGES,
+    ImageSpec,
+    default_tag,
+    image_name,
+    package_version,
+    record_push,
+)
 from components.images.pip_settings import check_folder, pip_conf_for_build, read_pip_conf
 
 log = get_logger("components.images")
@@ -41,19 +48,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="images_command", metavar="COMMAND", required=True)
     build = commands.add_parser(
         "build",
-        help="build the stage images (BuildKit) and print each image's name and size",
-        description="Build one image per stage from docker/Dockerfile (target = stage), "
-        "named [REGISTRY/]solarpipe-<stage>:<TAG>; see docker/README.md.",
+        help="build the images (BuildKit) and print each image's name and size",
+        description="Build one image per stage, and the pipeline's own, from docker/Dockerfile, "
+        "named [REGISTRY/]solarpipe-<name>:<TAG>; see docker/README.md.",
     )
     build.add_argument(
         "--stage",
         dest="stages",
         action="append",
-        choices=STAGES,
-        metavar="STAGE",
-        help=f"stage to build (repeatable; default: all of {', '.join(STAGES)})",
+        choices=list(IMAGES),
+        metavar="NAME",
+        help=f"image to build (repeatable; default: all of {', '.join(IMAGES)})",
     )
-    build.add_argument("--tag", help="image tag (default: the package version)")
+    build.add_argument(
+        "--tag",
+        help="image tag (default: <version>-<digest of the build inputs>, new with every change)",
+    )
     build.add_argument("--registry", help="registry prefix, e.g. ghcr.io/org")
     build.add_argument("--push", action="store_true", help="push the images (needs --registry)")
     build.add_argument(
@@ -124,7 +134,7 @@ def without_credentials(url: str) -> str:
 def build_command(
     prefix: Sequence[str],
     tree: Path,
-    stage: str,
+    spec: ImageSpec,
     name: str,
     args: argparse.Namespace,
     secrets: dict[str, Path],
@@ -134,8 +144,12 @@ def build_command(
     command = [
         *prefix,
         "--file", str(tree / DOCKERFILE),
-        "--target", stage,
+        "--target", "image",
         "--tag", name,
+        "--build-arg", f"FAMILY={spec.family}",
+        "--build-arg", f"EXTRA={spec.extra}",
+        "--build-arg", f"ENTRYPOINT_MODULE={spec.entrypoint}",
+        "--build-arg", f"TITLE=solarpipe-{spec.name}",
         "--network", args.network,
         "--progress", "auto" if sys.stderr.isatty() else "plain",
         "--build-arg", f"VERSION={package_version()}",
@@ -149,12 +163,19 @@ def build_command(
     return [*command, str(tree)]
 
 
-def push_image(client, name: str) -> None:
+def push_image(client, name: str) -> str:
+    """Push ``name``; the registry's digest of it (``sha256:…``), recorded for compile."""
     repository, tag = name.rsplit(":", 1)
     log.info("pushing %s", name)
+    digest = ""
     for event in client.images.push(repository, tag=tag, stream=True, decode=True):
         if "error" in event:
             raise SolarpipeError(f"pushing {name} failed: {event['error']}")
+        digest = event.get("aux", {}).get("Digest", digest)
+    if not digest:
+        raise SolarpipeError(f"pushing {name}: the registry reported no digest")
+    record_push(name, digest)
+    return digest
 
 
 def build_images(args: argparse.Namespace) -> None:
@@ -168,7 +189,7 @@ def build_images(args: argparse.Namespace) -> None:
     tree = source_tree(args.context)
     client = docker_client()
     cli = buildkit_cli()
-    stages = [stage for stage in STAGES if stage in (args.stages or STAGES)]
+    chosen = [spec for spec in IMAGES.values() if spec.name in (args.stages or IMAGES)]
     built: list[BuiltImage] = []
     with (
         tempfile.TemporaryDirectory(prefix="solarpipe-build-") as scratch,
@@ -177,10 +198,11 @@ def build_images(args: argparse.Namespace) -> None:
         secrets = {"ca_bundle": Path(args.ca_bundle).resolve()} if args.ca_bundle else {}
         if pip_conf:
             secrets["pip_conf"] = pip_conf
-        for number, stage in enumerate(stages, start=1):
-            name = image_name(stage, args.tag, args.registry)
-            log.info("building %s (%d/%d)", name, number, len(stages))
-            command = build_command(cli.argv, tree, stage, name, args, secrets)
+        tag = args.tag or default_tag(tree)  # once: every image of the build gets the same
+        for number, spec in enumerate(chosen, start=1):
+            name = image_name(spec.name, tag, args.registry)
+            log.info("building %s (%d/%d)", name, number, len(chosen))
+            command = build_command(cli.argv, tree, spec, name, args, secrets)
             started = time.monotonic()
             status = subprocess.run(command, env={**os.environ, **cli.environment}, check=False)
             if status.returncode != 0:
@@ -193,5 +215,5 @@ def build_images(args: argparse.Namespace) -> None:
             print(built[-1].line(), flush=True)
     if args.push:
         for image in built:
-            push_image(client, image.name)
-            print(f"pushed {image.name}", flush=True)
+            digest = push_image(client, image.name)
+            print(f"pushed {image.name}@{digest}", flush=True)

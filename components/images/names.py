@@ -3,25 +3,56 @@ spells them.
 
 The tag changes whenever the code in the image changes: it is the package version plus a digest
 of the build inputs (``docker/Dockerfile`` and the files its context admits: ``pyproject.toml``,
-``README.md``, ``components/``, the two build helpers in ``docker/``). Two builds of the same
-tree give the same tag; any edit gives a new one, so a node never runs a stale image under an
-old name and KFP's cache key (which includes the image) changes with the code.
+``components/``, the two build helpers in ``docker/``; not ``README.md``, which only fills the
+wheel's description). Two builds of the same tree give the same tag; any code edit gives a new
+one, so a node never runs a stale image under an old name and KFP's cache key (which includes
+the image) changes with the code.
 
-Used by ``solarpipe images build``, ``solarpipe run-stage`` and the Kubeflow pipeline.
+The images are the declared stages' (:mod:`components.core.stages`) plus ``solarpipe-pipeline``,
+a light image with the ``solarpipe`` command and kfp, for the pipeline's own small tasks (the run's
+params document). Used by ``solarpipe images build``, ``solarpipe run-stage`` and the Kubeflow
+pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 from components.core.errors import UsageError
+from components.core.stages import STAGES, ImageFamily
 
-# Every stage with an image, in pipeline order; each is a target of docker/Dockerfile.
-STAGES = ("prepare", "preprocess", "preview", "train", "export", "evaluate", "detect")
-# The stages whose images carry torch (one shared torch layer).
-TORCH_STAGES = ("train", "export", "evaluate", "detect")
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image: built from docker/Dockerfile's ``image`` target with these build arguments."""
+
+    name: str  # solarpipe-<name>
+    family: ImageFamily  # light: no torch; torch: on the shared torch layer
+    extra: str  # the pyproject extra installed on top of the family
+    entrypoint: str  # the module the image runs (python -m <entrypoint>)
+    # Beyond the stages: the options naming files it reads (run-stage mounts their folders) and
+    # whether it needs the host's network (a server whose port must be reachable)
+    reads: tuple[str, ...] = ()
+    host_network: bool = False
+
+
+PIPELINE_IMAGE = "pipeline"
+SERVE_IMAGE = "serve"
+IMAGES: dict[str, ImageSpec] = {
+    **{
+        stage.name: ImageSpec(stage.name, stage.image, stage.name, stage.module) for stage in STAGES
+    },
+    # the pipeline's own small tasks: the run's params, the quality gate, the model card, deploy
+    PIPELINE_IMAGE: ImageSpec(PIPELINE_IMAGE, "light", "pipeline", "components.cli"),
+    # the BentoML server of the exported model (k8s/serving runs it)
+    SERVE_IMAGE: ImageSpec(
+        SERVE_IMAGE, "torch", "serve", "components.serving", reads=("model",), host_network=True
+    ),
+}
 
 SOURCE_TREE = Path(__file__).resolve().parents[2]
 DOCKERFILE = Path("docker") / "Dockerfile"
@@ -31,10 +62,11 @@ BUILD_INPUTS = (
     "docker/extra_requirements.py",
     "docker/pip-with-build-secrets.sh",
     "pyproject.toml",
-    "README.md",
     "components",
 )
 DIGEST_LENGTH = 12
+# What `images build --push` pushed: reference → registry digest; compile pins images to them.
+PUSHED_RECORD = SOURCE_TREE / ".solarpipe" / "pushed-images.json"
 
 
 def package_version() -> str:
@@ -42,10 +74,10 @@ def package_version() -> str:
     return version("solarpipe")
 
 
-def check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise UsageError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return stage
+def check_image(name: str) -> str:
+    if name not in IMAGES:
+        raise UsageError(f"unknown image {name!r}; images: {', '.join(IMAGES)}")
+    return name
 
 
 def _build_files(tree: Path) -> list[Path]:
@@ -80,9 +112,30 @@ def default_tag(tree: Path = SOURCE_TREE) -> str:
     return f"{package_version()}-{digest}" if digest else package_version()
 
 
-def image_name(stage: str, tag: str | None = None, registry: str | None = None) -> str:
-    """``solarpipe-<stage>:<tag>`` (tag defaults to :func:`default_tag`), under ``registry``."""
-    repository = f"solarpipe-{check_stage(stage)}"
+def image_name(name: str, tag: str | None = None, registry: str | None = None) -> str:
+    """``solarpipe-<name>:<tag>`` (tag defaults to :func:`default_tag`), under ``registry``."""
+    repository = f"solarpipe-{check_image(name)}"
     if registry:
         repository = f"{registry.rstrip('/')}/{repository}"
     return f"{repository}:{tag or default_tag()}"
+
+
+def pushed_digests() -> dict[str, str]:
+    """``{image reference: sha256 digest}`` of the images pushed from this tree."""
+    try:
+        return dict(json.loads(PUSHED_RECORD.read_text()))
+    except FileNotFoundError:
+        return {}
+
+
+def record_push(reference: str, digest: str) -> None:
+    """Remember that ``reference`` was pushed with ``digest`` (``sha256:…``)."""
+    pushed = {**pushed_digests(), reference: digest}
+    PUSHED_RECORD.parent.mkdir(parents=True, exist_ok=True)
+    PUSHED_RECORD.write_text(json.dumps(pushed, indent=2, sort_keys=True) + "\n")
+
+
+def pinned(reference: str) -> str:
+    """``reference@sha256:…`` when this tree pushed it, else ``reference``."""
+    digest = pushed_digests().get(reference)
+    return f"{reference}@{digest}" if digest else reference

@@ -1,9 +1,11 @@
 """``solarpipe run-stage <stage> [--image I] -- <stage args>``: run one stage's image locally.
 
 The container gets the S3 settings from this environment at run time (never from the image),
-the working folder mounted at the same path (so local URIs and ./params.yaml work), the
-caller's uid:gid (files it writes belong to the caller), and the host network when the S3
-endpoint is on loopback. Its output streams through; its exit status becomes ours.
+the working folder mounted at the same path (so relative URIs and ./params.yaml work), the folder
+of every local path among the stage's declared I/O options (and ``--params``) mounted at the same
+path, inputs read-only and outputs read-write, the caller's uid:gid (files it writes belong to
+the caller), and the host network when the S3 endpoint is on loopback. Its output streams
+through; its exit status becomes ours.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from components.core.errors import SolarpipeError
+from components.core.errors import SolarpipeError, UsageError
 from components.core.logs import get_logger
+from components.core.stages import STAGE_NAMES, stage
+from components.core.uri import is_s3
 from components.images.engine import docker_client
-from components.images.names import STAGES, image_name
+from components.images.names import IMAGES, SERVE_IMAGE, image_name
+
+# What run-stage runs: every stage, and the model server.
+RUNNABLE = (*STAGE_NAMES, SERVE_IMAGE)
 
 log = get_logger("components.images")
 
@@ -57,7 +64,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "solarpipe run-stage [-h] STAGE [--image I] [--network N] -- [STAGE ARGS ...]"
     parser.add_argument(
-        "stage", metavar="STAGE", choices=STAGES, help=f"one of {', '.join(STAGES)}"
+        "stage", metavar="STAGE", choices=RUNNABLE, help=f"one of {', '.join(RUNNABLE)}"
     )
     add_run_options(parser)
     parser.add_argument(
@@ -117,7 +124,61 @@ def stream_output(chunks: Iterable[tuple[bytes | None, bytes | None]]) -> None:
         target.flush()
 
 
-def run_container(image: str, command: Sequence[str], network: str | None, workdir: Path) -> int:
+def option_values(stage_args: Sequence[str], name: str, position: int = 1) -> list[str]:
+    """The values given to ``--name`` in the stage's arguments (``--name V`` or ``--name=V``;
+    ``position`` 2: the second of two, as in ``--report NAME PATH``)."""
+    values = []
+    for index, argument in enumerate(stage_args):
+        if argument == f"--{name}" and index + position < len(stage_args):
+            values.append(stage_args[index + position])
+        elif argument.startswith(f"--{name}="):
+            values.append(argument.split("=", 1)[1])
+    return values
+
+
+def local_mounts(stage_name: str, stage_args: Sequence[str], workdir: Path) -> dict[str, str]:
+    """``{host folder: "ro" | "rw"}`` for the local paths among the stage's I/O options.
+
+    An input's folder (the path itself when it is a folder) is mounted read-only and must exist;
+    an output's parent folder is mounted read-write (the stage writes next to the target and
+    renames) and is created when missing, as the stage itself would. A folder that is both is
+    read-write. The working folder is always mounted read-write.
+    """
+    reads, writes = ["params", *IMAGES[stage_name].reads], ["uri-file"]
+    if stage_name in STAGE_NAMES:
+        declared = stage(stage_name)
+        reads += [option.name for option in declared.inputs]
+        writes += [option.name for option in declared.outputs]
+    wanted = [(value, "ro") for name in reads for value in option_values(stage_args, name)]
+    wanted += [(value, "rw") for name in writes for value in option_values(stage_args, name)]
+    wanted += [(value, "rw") for value in option_values(stage_args, "report", position=2)]
+    mounts = {str(workdir): "rw"}
+    for value, mode in wanted:
+        if is_s3(value) or not value:
+            continue
+        path = (workdir / value).resolve()
+        folder = path if mode == "ro" and path.is_dir() else path.parent
+        if mode == "ro" and not folder.is_dir():
+            raise UsageError(f"{value}: folder {folder} does not exist (nothing to mount)")
+        if mode == "rw":
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"{value}: cannot create the output folder {folder}: {exc}"
+                ) from exc
+        key = str(folder)
+        mounts[key] = "rw" if mounts.get(key) == "rw" else mode
+    return mounts
+
+
+def run_container(
+    image: str,
+    command: Sequence[str],
+    network: str | None,
+    workdir: Path,
+    mounts: dict[str, str] | None = None,
+) -> int:
     """Run ``image`` with ``command`` to completion, streaming its output; its exit status."""
     import docker
 
@@ -134,7 +195,10 @@ def run_container(image: str, command: Sequence[str], network: str | None, workd
             environment=container_environment(dict(os.environ)),
             user=f"{os.getuid()}:{os.getgid()}",
             working_dir=str(workdir),
-            volumes={str(workdir): {"bind": str(workdir), "mode": "rw"}},
+            volumes={
+                folder: {"bind": folder, "mode": mode}
+                for folder, mode in (mounts or {str(workdir): "rw"}).items()
+            },
             network_mode=network,
         )
     except docker.errors.APIError as exc:
@@ -154,9 +218,9 @@ def run_container(image: str, command: Sequence[str], network: str | None, workd
 
 
 def build_hint(image: str) -> str:
-    for stage in STAGES:
-        if image == image_name(stage):
-            return f"build it with `solarpipe images build --stage {stage}`"
+    for name in RUNNABLE:
+        if image == image_name(name):
+            return f"build it with `solarpipe images build --stage {name}`"
     return "build it with `solarpipe images build` (and --tag/--registry) or `docker pull` it"
 
 
@@ -164,8 +228,11 @@ def run_stage_container(args: argparse.Namespace) -> None:
     stage_args = split_options(args)
     image = args.image or image_name(args.stage)
     network = args.network
-    if network is None and is_loopback_endpoint(os.environ.get("AWS_ENDPOINT_URL")):
+    loopback = is_loopback_endpoint(os.environ.get("AWS_ENDPOINT_URL"))
+    if network is None and (loopback or IMAGES[args.stage].host_network):
         network = "host"
-    status = run_container(image, stage_args, network, Path.cwd())
+    workdir = Path.cwd()
+    mounts = local_mounts(args.stage, stage_args, workdir)
+    status = run_container(image, stage_args, network, workdir, mounts)
     if status != 0:
         raise StageFailed(f"stage {args.stage} failed in {image} with exit status {status}", status)

@@ -3,17 +3,22 @@ network (so a loopback S3 endpoint works), with the S3 variables of this shell."
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
-import shutil
-import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 from components.core.errors import SolarpipeError, UsageError
 from components.kubeflow.secret import OPTIONAL_S3_KEYS, REQUIRED_S3_KEYS
 
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def s3_configured() -> bool:
+    """An S3 endpoint or AWS credentials in this shell."""
+    return any(os.environ.get(name) for name in ("AWS_ENDPOINT_URL", *REQUIRED_S3_KEYS))
 
 
 def local_s3_environment() -> dict[str, str]:
@@ -58,8 +63,11 @@ def plain(exc: Exception) -> str:
     return ANSI_COLOUR.sub("", str(exc))
 
 
-def run_in_docker(pipeline: Any, arguments: dict[str, Any], environment: dict[str, str]) -> dict:
-    """Run a compiled-in-memory pipeline with DockerRunner; returns the pipeline's outputs.
+def run_in_docker(
+    pipeline: Any, arguments: dict[str, Any], environment: dict[str, str], pipeline_root: Path
+) -> None:
+    """Run a compiled-in-memory pipeline with DockerRunner; its artifacts stay in
+    ``pipeline_root`` (``<pipeline>-<time>/<task>/<artifact>``, as KFP's UI would show them).
 
     ``entrypoint=[]`` drops the images' entrypoint so the task command runs alone, as in a pod.
     """
@@ -68,25 +76,23 @@ def run_in_docker(pipeline: Any, arguments: dict[str, Any], environment: dict[st
     # Requests, limits and the kubernetes settings are for the cluster; locally they do nothing.
     warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
     # Bind-mounted into every container, whose user is not ours: it must be writable by all.
-    pipeline_root = tempfile.mkdtemp(prefix="solarpipe-kfp-local-")
+    pipeline_root.mkdir(parents=True, exist_ok=True)
     os.chmod(pipeline_root, 0o777)
+    local.init(
+        runner=local.DockerRunner(network_mode="host", entrypoint=[], environment=environment),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
+    # kfp.local indents print() while a task runs by swapping builtins.print; two loop
+    # iterations running at once can leave it swapped (2.17.3): put ours back afterwards.
+    original_print = builtins.print
     try:
-        local.init(
-            runner=local.DockerRunner(network_mode="host", entrypoint=[], environment=environment),
-            pipeline_root=pipeline_root,
-            raise_on_error=True,
-        )
-        try:
-            outputs = dict(pipeline(**arguments).outputs)
-        except RuntimeError as exc:  # kfp: "Task <name> finished with status FAILURE"
-            raise SolarpipeError(f"{plain(exc)} (its log is above)") from exc
-        except ValueError as exc:
-            # kfp reads the exit status after the container is gone and may take a failed task
-            # for a finished one; its missing output shows it (the task writes it last).
-            raise SolarpipeError(f"a task failed: {plain(exc)} (its log is above)") from exc
+        pipeline(**arguments)
+    except RuntimeError as exc:  # kfp: "Task <name> finished with status FAILURE"
+        raise SolarpipeError(f"{plain(exc)} (its log is above)") from exc
+    except ValueError as exc:
+        # kfp reads the exit status after the container is gone and may take a failed task
+        # for a finished one; its missing output shows it (the task writes it last).
+        raise SolarpipeError(f"a task failed: {plain(exc)} (its log is above)") from exc
     finally:
-        shutil.rmtree(pipeline_root, ignore_errors=True)
-    missing = [name for name, uri in outputs.items() if not uri]
-    if missing:
-        raise SolarpipeError(f"no output from {', '.join(missing)}: a task failed (log above)")
-    return outputs
+        builtins.print = original_print

@@ -1,5 +1,5 @@
 """The S3 Secret every task reads its endpoint and keys from: built from the local AWS variables
-and created or updated in the cluster with the ``kubernetes`` client (kubeconfig)."""
+and created or updated in the cluster with the ``kubernetes`` client (components/core/kube.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from urllib.parse import urlparse
 
 from components.core.errors import SolarpipeError, UsageError
+from components.core.kube import api_status, call_api, load_configuration
 
 # Secret keys, each the name of the environment variable it becomes in the pods. The first two
 # must exist; AWS S3 itself needs no endpoint, and the region has a default.
@@ -43,20 +44,10 @@ def s3_secret_data(endpoint: str | None) -> dict[str, str]:
 
 def ensure_s3_secret(namespace: str, name: str, endpoint: str | None) -> str:
     """Create the Secret, or replace it when it exists; returns one line saying which (no values)."""
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
+    from kubernetes import client
 
     data = s3_secret_data(endpoint)
-    try:
-        config.load_kube_config()
-    except (ConfigException, OSError):
-        try:
-            config.load_incluster_config()
-        except ConfigException as exc:
-            raise SolarpipeError(
-                "--ensure-secret needs a kubeconfig (KUBECONFIG or ~/.kube/config)"
-            ) from exc
+    load_configuration("--ensure-secret")
     core = client.CoreV1Api()
     body = client.V1Secret(
         metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "solarpipe"}),
@@ -65,20 +56,11 @@ def ensure_s3_secret(namespace: str, name: str, endpoint: str | None) -> str:
     )
     where = f"secret {namespace}/{name}"
     try:
-        try:
-            core.create_namespaced_secret(namespace, body)
-            action = "created"
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            core.replace_namespaced_secret(name, namespace, body)
-            action = "updated"
-    except ApiException as exc:
-        raise SolarpipeError(
-            f"{where}: Kubernetes answered HTTP {exc.status} {exc.reason}"
-        ) from exc
-    except Exception as exc:
-        if type(exc).__module__.startswith("urllib3"):  # connection refused, DNS, TLS
-            raise SolarpipeError(f"{where}: Kubernetes API unreachable: {exc}") from exc
-        raise
+        call_api(where, core.create_namespaced_secret, namespace, body)
+        action = "created"
+    except SolarpipeError as exc:
+        if api_status(exc) != 409:
+            raise
+        call_api(where, core.replace_namespaced_secret, name, namespace, body)
+        action = "updated"
     return f"{where} {action} (keys {', '.join(sorted(data))})"

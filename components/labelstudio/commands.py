@@ -1,15 +1,19 @@
-"""``solarpipe labelstudio``: ``setup`` (project and storages) and ``annotate-from-truth``."""
+"""``solarpipe labelstudio``: ``setup`` (project and storages), ``predict`` (pre-annotations,
+most useful tiles first), ``next`` (the tiles to label next) and ``annotate-from-truth``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 from components.core.errors import SolarpipeError, UsageError
 from components.core.stage import add_params_options
 from components.labelstudio.export_objects import EXPORT_FORMATS
 
 SETUP_MODULE = "components.labelstudio.setup"
+RUN_ID_VARIABLE = "SOLARPIPE_RUN_ID"
+DEFAULT_PREDICT_OUT = "out/labelstudio-predict"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +36,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         setup_parser.set_defaults(handler=setup_not_available, missing=exc.name or SETUP_MODULE)
         return
     setup_module.configure_setup(setup_parser)
+    configure_predict(
+        actions.add_parser(
+            "predict",
+            help="upload the model's boxes as pre-annotations to the unlabeled tasks, "
+            "uncertain tiles first",
+            description="Run the exported model over the tiles of the project's unlabeled "
+            "tasks and upload its boxes as predictions (model version = export name:version@run "
+            "id); then Label Studio serves the most useful tiles first (labelstudio.priority). "
+            "Rerunning adds nothing; an interrupted run resumes from its record.",
+        )
+    )
+    configure_next(
+        actions.add_parser(
+            "next",
+            help="print the tiles to label next, most useful first",
+            description="The unlabeled tasks Label Studio serves first after predict: rank, "
+            "task id, priority, tile and a link.",
+        )
+    )
 
 
 def setup_not_available(args: argparse.Namespace) -> None:
@@ -86,3 +109,61 @@ def run_annotate(args: argparse.Namespace) -> None:
         f"{summary.unchanged} unchanged), {summary.boxes} boxes, {summary.empty_tiles} tiles "
         f"without panels, {summary.slivers_dropped} slivers dropped; under {args.annotations}"
     )
+
+
+def configure_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="URI",
+        help="the export's model.pt, or the folder/prefix holding it (export.json beside it "
+        "names the model version)",
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_PREDICT_OUT,
+        metavar="URI",
+        help=f"folder or s3:// prefix for the run's record predict.json (default: "
+        f"{DEFAULT_PREDICT_OUT})",
+    )
+    parser.add_argument(
+        "--run-id",
+        default=os.environ.get(RUN_ID_VARIABLE) or "local",
+        help=f"run id in the model version; the same one resumes and adds nothing twice "
+        f"(default: ${RUN_ID_VARIABLE}, else 'local')",
+    )
+    add_params_options(parser)
+    parser.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from components.core.params import load_params
+    from components.labelstudio.predict import predict_to_labelstudio
+
+    params = load_params(args.params, args.overrides).labelstudio
+    summary = predict_to_labelstudio(args.model, args.out, args.run_id, params)
+    record = summary.record
+    missing = f", {len(record.missing_tiles)} tiles missing" if record.missing_tiles else ""
+    print(
+        f"predict: {record.tasks_predicted} tasks predicted ({record.boxes} boxes from score "
+        f"{record.score_threshold:g}), {record.tasks_already_predicted} already had "
+        f"{record.model_version}{missing}; record {summary.record_uri}"
+    )
+    changed = ", ".join(f"{name}={value}" for name, value in summary.project_changes.items())
+    print(f"project: {changed or 'unchanged'}; tab {summary.view_action}")
+    print(f"label next ({record.priority} priority, most useful first): {summary.queue_url}")
+
+
+def configure_next(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top", type=int, default=10, metavar="K", help="how many (default 10)")
+    add_params_options(parser)
+    parser.set_defaults(handler=run_next)
+
+
+def run_next(args: argparse.Namespace) -> None:
+    from components.core.params import load_params
+    from components.labelstudio.queue import print_next_tasks
+
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    print_next_tasks(load_params(args.params, args.overrides).labelstudio, args.top)

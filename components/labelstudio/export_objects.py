@@ -5,6 +5,12 @@ id>``, the task nested under ``task``) or, with ``FUTURE_SAVE_TASK_TO_STORAGE``,
 (key ``<prefix>/<task id>.json``, the annotations listed under ``annotations``). Region
 coordinates are percentages of the image size; ``rotation`` is in degrees, clockwise, about the
 rectangle's top-left corner, applied in pixel units.
+
+Annotations made from a model's pre-annotation name it in ``parent_prediction``; the labeling UI
+marks each region's ``origin`` (``prediction``: taken as proposed, ``prediction-changed``: moved
+or resized, ``manual``: drawn), and the per-task format also carries the prediction itself (when
+it is of the project's model version). :func:`annotation_origin` reads these. Predictions on
+their own are never annotations: they are ignored here.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from components.core import uri as uri_io
+from components.core.annotations import AnnotationOrigin
 from components.core.errors import SolarpipeError
 
 ExportFormat = Literal["annotation", "task"]
@@ -38,6 +45,8 @@ ANNOTATOR = {"id": 1, "first_name": "", "last_name": "", "email": "annotate-from
 ANNOTATOR_TIMESTAMP = "2000-01-01T00:00:00.000000Z"
 _UNIQUE_ID_NAMESPACE = uuid.UUID("8a6b3c1e-3f0d-4d5e-9b8a-5f1c2d3e4a5b")
 _OLDEST = datetime.min.replace(tzinfo=UTC)
+# Percent units: the labeling UI re-serialises a region it did not change with float noise.
+REGION_TOLERANCE = 1e-3
 
 
 class MalformedObjectError(SolarpipeError):
@@ -105,6 +114,9 @@ class ExportedAnnotation:
     updated_at: str | None
     results: tuple[dict[str, Any], ...]
     source_key: str
+    parent_prediction: int | None = None
+    # The parent prediction's results when the object carries them (per-task format), else None.
+    prediction_results: tuple[dict[str, Any], ...] | None = None
 
     def recency(self) -> tuple[datetime, int]:
         """Sort key: the later ``updated_at`` (else ``created_at``) wins, then the higher id."""
@@ -149,6 +161,23 @@ def _task_image(task: dict[str, Any]) -> str:
     return image
 
 
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parent_prediction_results(
+    raw: dict[str, Any], parent_prediction: int | None
+) -> tuple[dict[str, Any], ...] | None:
+    """The ``prediction`` the per-task format embeds, when it is the annotation's parent."""
+    prediction = raw.get("prediction")
+    if parent_prediction is None or not isinstance(prediction, dict):
+        return None
+    results = prediction.get("result")
+    if prediction.get("id") != parent_prediction or not isinstance(results, list):
+        return None
+    return tuple(item for item in results if isinstance(item, dict))
+
+
 def _annotation(raw: Any, task_id: int, source_key: str) -> ExportedAnnotation:
     if not isinstance(raw, dict):
         raise MalformedObjectError("an annotation is not a JSON object")
@@ -167,6 +196,10 @@ def _annotation(raw: Any, task_id: int, source_key: str) -> ExportedAnnotation:
         updated_at=raw.get("updated_at"),
         results=tuple(results),
         source_key=source_key,
+        parent_prediction=_optional_int(raw.get("parent_prediction")),
+        prediction_results=_parent_prediction_results(
+            raw, _optional_int(raw.get("parent_prediction"))
+        ),
     )
 
 
@@ -261,14 +294,72 @@ def region_from_result(
     return Region(labels[0], box)
 
 
+def _region_signature(result: dict[str, Any]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """What a region says, without its id, score or origin: kind, labels and numbers."""
+    value = result.get("value") if isinstance(result.get("value"), dict) else {}
+    words: list[str] = [str(result.get("type")), str(result.get("from_name"))]
+    numbers: list[float] = []
+    pending: list[Any] = [value[name] for name in sorted(value)]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, str):
+            words.append(item)
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            numbers.append(float(item))
+        elif isinstance(item, list):
+            pending[:0] = item
+    return tuple(words), tuple(numbers)
+
+
+def same_regions(first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]]) -> bool:
+    """Whether two results hold the same regions, in any order, up to float noise."""
+    if len(first) != len(second):
+        return False
+    signatures = [sorted(map(_region_signature, side)) for side in (first, second)]
+    for (words_a, numbers_a), (words_b, numbers_b) in zip(*signatures, strict=True):
+        if words_a != words_b or len(numbers_a) != len(numbers_b):
+            return False
+        if any(abs(a - b) > REGION_TOLERANCE for a, b in zip(numbers_a, numbers_b, strict=True)):
+            return False
+    return True
+
+
+def annotation_origin(annotation: ExportedAnnotation) -> AnnotationOrigin:
+    """Whether a person drew the annotation, accepted a prediction as is, or corrected one.
+
+    The prediction's own results decide when the object carries them (per-task format);
+    otherwise the regions' ``origin`` marks do. A proposed region the person deleted leaves no
+    trace in the per-annotation format: such an annotation counts as accepted there.
+    """
+    origins = {result.get("origin") for result in annotation.results}
+    from_prediction = annotation.parent_prediction is not None or bool(
+        origins & {"prediction", "prediction-changed"}
+    )
+    if not from_prediction:
+        return "manual"
+    if annotation.prediction_results is not None:
+        unchanged = same_regions(annotation.results, annotation.prediction_results)
+    else:
+        unchanged = origins <= {"prediction"}
+    return "prediction" if unchanged else "prediction-changed"
+
+
 # --- building ------------------------------------------------------------------------------
 
 
-def rectangle_result(box: PixelBox, width: int, height: int, label: str) -> dict[str, Any]:
+def rectangle_result(
+    box: PixelBox,
+    width: int,
+    height: int,
+    label: str,
+    *,
+    from_name: str = FROM_NAME,
+    to_name: str = TO_NAME,
+) -> dict[str, Any]:
     """A ``rectanglelabels`` result for a pixel box, in percent of the image, as LS writes it."""
     return {
-        "from_name": FROM_NAME,
-        "to_name": TO_NAME,
+        "from_name": from_name,
+        "to_name": to_name,
         "type": RECTANGLE_TYPE,
         "original_width": width,
         "original_height": height,
@@ -295,8 +386,13 @@ def annotation_export_object(
     image_uri: str,
     results: Sequence[dict[str, Any]],
     project: int = 1,
+    parent_prediction: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The object Label Studio writes per annotation (the default export format)."""
+    """The object Label Studio writes per annotation (the default export format).
+
+    ``parent_prediction`` (a prediction as the API returns it) is the one the annotation was
+    made from: this format names only its id.
+    """
     stamp = ANNOTATOR_TIMESTAMP
     return {
         "id": annotation_id,
@@ -316,7 +412,7 @@ def annotation_export_object(
             "inner_id": task_id,
             "total_annotations": 1,
             "cancelled_annotations": 0,
-            "total_predictions": 0,
+            "total_predictions": 1 if parent_prediction else 0,
             "precomputed_agreement": None,
             "comment_count": 0,
             "unresolved_comment_count": 0,
@@ -337,7 +433,7 @@ def annotation_export_object(
         "bulk_created": False,
         "project": project,
         "updated_by": ANNOTATOR["id"],
-        "parent_prediction": None,
+        "parent_prediction": parent_prediction["id"] if parent_prediction else None,
         "parent_annotation": None,
         "last_created_by": None,
     }
@@ -350,8 +446,13 @@ def task_export_object(
     image_uri: str,
     results: Sequence[dict[str, Any]],
     project: int = 1,
+    parent_prediction: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The object Label Studio writes per task (``FUTURE_SAVE_TASK_TO_STORAGE``)."""
+    """The object Label Studio writes per task (``FUTURE_SAVE_TASK_TO_STORAGE``).
+
+    ``parent_prediction`` is embedded whole, as Label Studio does when it is of the project's
+    model version; the task lists its predictions by id.
+    """
     stamp = ANNOTATOR_TIMESTAMP
     annotation = {
         "id": annotation_id,
@@ -363,7 +464,7 @@ def task_export_object(
         "updated_at": stamp,
         "draft_created_at": None,
         "lead_time": None,
-        "prediction": {},
+        "prediction": dict(parent_prediction) if parent_prediction else {},
         "result_count": len(results),
         "unique_id": _unique_id(image_uri, annotation_id),
         "import_id": None,
@@ -372,7 +473,7 @@ def task_export_object(
         "task": task_id,
         "project": project,
         "updated_by": ANNOTATOR["id"],
-        "parent_prediction": None,
+        "parent_prediction": parent_prediction["id"] if parent_prediction else None,
         "parent_annotation": None,
         "last_created_by": None,
     }
@@ -380,7 +481,7 @@ def task_export_object(
         "id": task_id,
         "annotations": [annotation],
         "drafts": [],
-        "predictions": [],
+        "predictions": [parent_prediction["id"]] if parent_prediction else [],
         "data": {IMAGE_DATA_KEY: image_uri},
         "meta": {},
         "created_at": stamp,
@@ -389,7 +490,7 @@ def task_export_object(
         "inner_id": task_id,
         "total_annotations": 1,
         "cancelled_annotations": 0,
-        "total_predictions": 0,
+        "total_predictions": 1 if parent_prediction else 0,
         "comment_count": 0,
         "unresolved_comment_count": 0,
         "last_comment_updated_at": None,
@@ -407,6 +508,7 @@ def build_export_object(
     image_uri: str,
     results: Sequence[dict[str, Any]],
     project: int = 1,
+    parent_prediction: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     build = annotation_export_object if export_format == "annotation" else task_export_object
     return build(
@@ -415,6 +517,7 @@ def build_export_object(
         image_uri=image_uri,
         results=results,
         project=project,
+        parent_prediction=parent_prediction,
     )
 
 

@@ -28,6 +28,7 @@ from components.labelstudio.client import (
     labelstudio_token,
     labelstudio_url,
 )
+from components.labelstudio.project import find_project
 
 log = get_logger(__name__)
 
@@ -115,20 +116,9 @@ def s3_credentials() -> dict[str, str]:
     return {name: os.environ[env] for name, env in variables.items() if os.environ.get(env)}
 
 
-def _find_project(client: Any, title: str) -> Any | None:
-    matches = [project for project in client.projects.list(title=title) if project.title == title]
-    if len(matches) > 1:
-        ids = ", ".join(str(project.id) for project in matches)
-        raise SolarpipeError(
-            f"{len(matches)} Label Studio projects are titled {title!r} (ids {ids}); "
-            "rename or delete all but one, or set labelstudio.title"
-        )
-    return matches[0] if matches else None
-
-
 def ensure_project(client: Any, title: str, config: str) -> tuple[Any, str]:
     """The project titled ``title`` with label config ``config``, created or updated."""
-    project = _find_project(client, title)
+    project = find_project(client, title)
     if project is None:
         return client.projects.create(title=title, label_config=config), "created"
     if (project.label_config or "").strip() == config.strip():
@@ -211,7 +201,11 @@ def setup_labelstudio(
     url, token = labelstudio_url(), labelstudio_token()
     require_tiles(tiles, params.regex_filter)
     connection = connect(url, token)
-    s3_settings = {"s3endpoint": params.s3_endpoint or endpoint_url(), "region_name": region()}
+    endpoint = params.s3_endpoint or endpoint_url()
+    s3_settings = {"s3endpoint": endpoint, "region_name": region()}
+    # A custom endpoint (MinIO in the cluster, a loopback server) is Label Studio's view of S3,
+    # seldom the annotator's browser's: there Label Studio proxies the tiles itself.
+    presign = params.presign if params.presign != "auto" else not endpoint
     credentials = s3_credentials()
     client = connection.client
     actions: dict[str, str] = {}
@@ -228,7 +222,7 @@ def setup_labelstudio(
                 "title": f"tiles {tiles}",
                 "regex_filter": params.regex_filter,
                 "use_blob_urls": params.use_blob_urls,
-                "presign": params.presign,
+                "presign": presign,
             },
             credentials,
             update_credentials,

@@ -1,10 +1,13 @@
 """Load the detector from a train-stage checkpoint (``model.ckpt``, a Lightning checkpoint).
 
-The checkpoint's ``hyper_parameters`` name the detector (``arch``, ``num_classes`` with the
-background, ``image_size``, ``classes``) and, from checkpoints written since pixel sizes are
-recorded, ``pixel_size_m`` and the run's ``train_params``; its ``state_dict`` holds the
-detector's weights under the LightningModule attribute ``model.``; ``val_operating_point``
-holds the score threshold chosen on the val split (see ``module.py``).
+The checkpoint's ``hyper_parameters`` hold the whole resolved ``train`` params of the run, the
+``classes``, SSDlite's ``anchor_scales`` and, since pixel sizes are recorded, ``pixel_size_m``
+(ground size of one model-input pixel; ``null`` when the data did not say) and the tiles'
+``data_pixel_size_m``: from them :func:`detector_spec` reads what rebuilds the detector. Its
+``state_dict`` holds the detector's weights under the LightningModule attribute ``model.``;
+``val_operating_point`` holds the score threshold chosen on the val split (see ``module.py``).
+Checkpoints written before the train params were stored whole name ``arch``, ``image_size``,
+``num_classes`` and ``classes`` at the top level; they still load.
 """
 
 from __future__ import annotations
@@ -25,19 +28,31 @@ STATE_PREFIX = "model."
 
 
 @dataclass(frozen=True)
+class DetectorSpec:
+    """What rebuilds a detector: architecture, input edge, classes, SSDlite's anchor scales
+    and aspect ratios (None: the defaults of :mod:`components.ml.detector`)."""
+
+    arch: str
+    image_size: int
+    classes: tuple[str, ...]
+    anchor_scales: tuple[float, float] | None = None
+    anchor_ratios: tuple[float, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the torchvision detector: the named ones plus the background."""
+        return len(self.classes) + 1
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
-    """What the checkpoint says about its detector."""
+    """What the checkpoint says about its detector and the run that trained it."""
 
     uri: str
-    arch: str
-    num_classes: int
-    image_size: int
-    classes: list[str]
-    anchor_scales: list[float] | None = None  # SSDlite's, when the checkpoint records them
-    anchor_ratios: list[float] | None = None  # SSDlite's aspect ratios, when recorded
+    spec: DetectorSpec
+    train: dict[str, Any]  # the run's resolved train params
     pixel_size_m: float | None = None  # ground size of a model-input pixel, when recorded
     val_score_threshold: float | None = None  # best-F1 threshold on val, when recorded
-    train_params: dict[str, Any] | None = None
     epoch: int | None = None
     global_step: int | None = None
     lightning_version: str | None = None
@@ -61,55 +76,56 @@ def _read_checkpoint(checkpoint_uri: str) -> dict[str, Any]:
     return loaded
 
 
+def detector_spec(hyper_parameters: Any, checkpoint_uri: str) -> DetectorSpec:
+    """The detector a checkpoint's ``hyper_parameters`` describe, checked."""
+
+    def refuse(reason: str) -> SolarpipeError:
+        return SolarpipeError(f"not a detector checkpoint: {checkpoint_uri} ({reason})")
+
+    if not isinstance(hyper_parameters, dict):
+        raise refuse("no hyper_parameters; pass the model.ckpt written by the train stage")
+    train = hyper_parameters.get("train", hyper_parameters)  # flat: before train was stored
+    missing = [key for key in ("arch", "image_size") if key not in train]
+    missing += [] if "classes" in hyper_parameters else ["classes"]
+    if missing:
+        raise refuse(f"hyper_parameters lack {', '.join(missing)}")
+    arch = str(train["arch"])
+    if arch not in ARCHITECTURES:
+        raise refuse(f"unknown arch {arch!r}, expected one of {ARCHITECTURES}")
+    classes = tuple(str(name) for name in hyper_parameters["classes"])
+    recorded = hyper_parameters.get("num_classes", len(classes) + 1)
+    if recorded != len(classes) + 1:
+        raise refuse(
+            f"num_classes={recorded} but {len(classes)} class names; num_classes counts the "
+            "background"
+        )
+    return DetectorSpec(
+        arch=arch,
+        image_size=int(train["image_size"]),
+        classes=classes,
+        anchor_scales=_anchor_scales(refuse, hyper_parameters.get("anchor_scales")),
+        anchor_ratios=_anchor_ratios(refuse, train.get("anchor_ratios")),
+    )
+
+
 def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> CheckpointInfo:
     hyper_parameters = checkpoint.get("hyper_parameters")
-    if not isinstance(hyper_parameters, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (no hyper_parameters/state_dict; "
-            "pass the model.ckpt written by the train stage)"
-        )
-    missing = [
-        k for k in ("arch", "num_classes", "image_size", "classes") if k not in hyper_parameters
-    ]
-    if missing:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (hyper_parameters lack {', '.join(missing)})"
-        )
-    arch = str(hyper_parameters["arch"])
-    if arch not in ARCHITECTURES:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (unknown arch {arch!r}, "
-            f"expected one of {ARCHITECTURES})"
-        )
-    classes = [str(name) for name in hyper_parameters["classes"]]
-    num_classes = int(hyper_parameters["num_classes"])
-    if num_classes != len(classes) + 1:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (num_classes={num_classes} but "
-            f"{len(classes)} class names; num_classes counts the background)"
-        )
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        hyper_parameters = None
+    spec = detector_spec(hyper_parameters, checkpoint_uri)
     return CheckpointInfo(
         uri=checkpoint_uri,
-        arch=arch,
-        num_classes=num_classes,
-        image_size=int(hyper_parameters["image_size"]),
-        classes=classes,
-        anchor_scales=_anchor_scales(checkpoint_uri, hyper_parameters.get("anchor_scales")),
-        anchor_ratios=_anchor_ratios(checkpoint_uri, hyper_parameters.get("anchor_ratios")),
-        pixel_size_m=_positive(
-            checkpoint_uri, "pixel_size_m", hyper_parameters.get("pixel_size_m")
-        ),
+        spec=spec,
+        train=dict(hyper_parameters.get("train", {})),
+        pixel_size_m=_positive(checkpoint_uri, "pixel_size_m", hyper_parameters.get("pixel_size_m")),
         val_score_threshold=_val_score_threshold(checkpoint_uri, checkpoint),
-        train_params=hyper_parameters.get("train_params")
-        if isinstance(hyper_parameters.get("train_params"), dict)
-        else None,
         epoch=checkpoint.get("epoch"),
         global_step=checkpoint.get("global_step"),
         lightning_version=checkpoint.get("pytorch-lightning_version"),
     )
 
 
-def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
+def _anchor_scales(refuse: Any, recorded: Any) -> tuple[float, float] | None:
     """The recorded SSDlite anchor scales: None or two shares 0 < smallest < largest <= 1."""
     if recorded is None:
         return None
@@ -118,26 +134,22 @@ def _anchor_scales(checkpoint_uri: str, recorded: Any) -> list[float] | None:
     except (TypeError, ValueError):
         smallest = largest = float("nan")
     if not 0 < smallest < largest <= 1:
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (anchor_scales {recorded!r}, "
-            "expected [smallest, largest] shares of the input edge)"
+        raise refuse(
+            f"anchor_scales {recorded!r}, expected [smallest, largest] shares of the input edge"
         )
-    return [smallest, largest]
+    return smallest, largest
 
 
-def _anchor_ratios(checkpoint_uri: str, recorded: Any) -> list[float] | None:
-    """The recorded SSDlite aspect ratios: None or a list of numbers above 1."""
+def _anchor_ratios(refuse: Any, recorded: Any) -> tuple[float, ...] | None:
+    """The recorded SSDlite aspect ratios: None or numbers above 1."""
     if recorded is None:
         return None
     try:
-        ratios = [float(ratio) for ratio in recorded]
+        ratios = tuple(float(ratio) for ratio in recorded)
     except (TypeError, ValueError):
-        ratios = []
+        ratios = ()
     if not ratios or not all(1 < ratio < math.inf for ratio in ratios):
-        raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (anchor_ratios {recorded!r}, "
-            "expected aspect ratios above 1)"
-        )
+        raise refuse(f"anchor_ratios {recorded!r}, expected aspect ratios above 1")
     return ratios
 
 
@@ -182,26 +194,27 @@ def load_detector_checkpoint(checkpoint_uri: str) -> tuple[nn.Module, Checkpoint
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(STATE_PREFIX)
     }
+    spec = info.spec
     detector = build_detector(
-        info.arch,
-        info.num_classes,
-        info.image_size,
+        spec.arch,
+        spec.num_classes,
+        spec.image_size,
         "none",
-        info.anchor_scales,
-        info.anchor_ratios,
+        spec.anchor_scales,
+        spec.anchor_ratios,
     )
     try:
         result = detector.load_state_dict(detector_state, strict=False)
     except RuntimeError as exc:  # tensor shapes that do not fit the architecture
         raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {info.arch} with "
-            f"{info.num_classes} classes: {str(exc).splitlines()[-1].strip()})"
+            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {spec.arch} with "
+            f"{spec.num_classes} classes: {str(exc).splitlines()[-1].strip()})"
         ) from exc
     if result.missing_keys or result.unexpected_keys:
         problems = result.missing_keys[:3] or result.unexpected_keys[:3]
         raise SolarpipeError(
-            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {info.arch} with "
-            f"{info.num_classes} classes: {len(result.missing_keys)} missing, "
+            f"not a detector checkpoint: {checkpoint_uri} (weights do not fit {spec.arch} with "
+            f"{spec.num_classes} classes: {len(result.missing_keys)} missing, "
             f"{len(result.unexpected_keys)} unexpected keys, e.g. {', '.join(problems)})"
         )
     return detector.eval(), info

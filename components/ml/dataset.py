@@ -3,19 +3,17 @@
 :class:`TileStream` is an ``IterableDataset`` of whole batches. Each epoch it draws one seeded
 order of the split, cuts it into batches and deals them to DDP ranks and DataLoader workers
 the way a batch sampler would; inside each worker a bounded pool of concurrent GETs runs ahead
-of the batch being assembled (retries with backoff, optional local cache), and the tiles are
+of the batch being assembled (retried under the core S3 policy, optional local cache), and the tiles are
 decoded and augmented there. Batches come out in the same order, with the same augmentation,
 whatever the number of workers. Nothing is downloaded before the first batch is asked for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
-import os
-import tempfile
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,9 +26,10 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from components.core import retry
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage
-from components.core.errors import NotFoundError, SolarpipeError
+from components.core.errors import NotFoundError, SolarpipeError, one_line
 from components.ml.transforms import Target, apply_transform, eval_transform
 
 log = logging.getLogger(__name__)
@@ -52,8 +51,8 @@ class FetchOptions:
     """How a worker gets tile bytes."""
 
     concurrency: int = 8  # GETs in flight per worker, ahead of use; 0 = one blocking GET per item
-    attempts: int = 3  # tries per tile (missing or failing object) before giving up
-    backoff_s: float = 0.2  # first retry delay; doubles each retry
+    attempts: int = 0  # tries per failing GET or broken body; 0 = the core policy's (env)
+    backoff_s: float | None = None  # first retry delay; None = the core policy's (env)
     cache_dir: str = ""  # local copy of every fetched tile; empty = no cache
     on_missing: Literal["fail", "skip"] = "fail"
 
@@ -63,34 +62,29 @@ def _cache_path(cache_dir: str, uri: str) -> Path:
     return Path(cache_dir) / digest[:2] / f"{digest}{Path(uri_io.basename(uri)).suffix}"
 
 
-def _write_cache(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp_name, path)
+def retry_policy(options: FetchOptions) -> retry.RetryPolicy:
+    """The core policy (from the environment) with the attempts and backoff of ``options``."""
+    policy = retry.RetryPolicy.from_env().with_attempts(options.attempts)
+    if options.backoff_s is not None:
+        policy = dataclasses.replace(policy, backoff_s=options.backoff_s)
+    return policy
 
 
 def fetch_tile_bytes(image_uri: str, options: FetchOptions) -> bytes:
-    """The bytes at ``image_uri`` (cache first), retrying with exponential backoff."""
+    """The bytes at ``image_uri`` (cache first); failed requests and broken bodies are retried
+    by ``core/uri.py`` under the core policy, a missing object is not (S3 is consistent)."""
     cached = _cache_path(options.cache_dir, image_uri) if options.cache_dir else None
     if cached is not None and cached.is_file():
         return cached.read_bytes()
-    for attempt in range(1, options.attempts + 1):
-        try:
+    try:
+        with retry.using(retry_policy(options)):
             data = uri_io.read_bytes(image_uri)
-            break
-        except SolarpipeError as exc:
-            if attempt == options.attempts:
-                if isinstance(exc, NotFoundError):
-                    raise NotFoundError(
-                        f"tile image missing after {attempt} attempts: {image_uri} "
-                        "(set train.on_missing_image=skip to train without it)"
-                    ) from exc
-                raise
-            time.sleep(options.backoff_s * 2 ** (attempt - 1))
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"tile image missing: {image_uri} (set train.on_missing_image=skip to train without it)"
+        ) from exc
     if cached is not None:
-        _write_cache(cached, data)
+        uri_io.write_bytes(str(cached), data)
     return data
 
 
@@ -125,12 +119,7 @@ def load_tile(record: AnnotatedImage, options: FetchOptions) -> torch.Tensor | N
 def worker_error_line(exc: BaseException) -> str:
     """One line for an error re-raised from a DataLoader worker (whose message holds the
     worker's traceback): the original exception's message."""
-    text = str(exc)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    _, sep, message = last.partition(": ")
-    return message if sep else last
+    return one_line(exc)
 
 
 class TileStream(IterableDataset):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Any
 
 from components.core.errors import SolarpipeError, UsageError
+from components.core.params import Architecture
 
-ARCHITECTURES = (
-    "ssdlite320_mobilenet_v3_large",
-    "ssdlite_mobilenet_v3_large_stride8",
-    "fasterrcnn_resnet50_fpn_v2",
-    "fasterrcnn_mobilenet_v3_large_fpn",
-)
+ARCHITECTURES: tuple[str, ...] = typing.get_args(Architecture)
 
 
 def build_detector(

@@ -1,12 +1,12 @@
 """The Lightning module: a torchvision detector, its optimizer and schedule, and val/test mAP.
 
 Checkpoint contract (export, evaluate and detect rely on it): the detector is ``self.model``
-(state-dict keys start with ``model.``) and ``hyper_parameters`` holds ``arch``,
-``num_classes`` (background included), ``image_size`` and ``classes``; also ``pixel_size_m``
-(ground size of one model-input pixel, ``null`` when the data did not say), the tiles'
-``data_pixel_size_m`` and ``train_params``, the whole resolved ``train`` params section of the
-run. Every checkpoint also records ``val_operating_point``: the score threshold with the best
-F1 on the val split at IoU 0.5 for the weights it holds, with that precision, recall and F1.
+(state-dict keys start with ``model.``) and ``hyper_parameters`` holds the run's whole resolved
+``train`` params, the ``classes``, the ``anchor_scales``, ``pixel_size_m`` (ground size of one
+model-input pixel, ``null`` when the data did not say) and the tiles' ``data_pixel_size_m`` (see
+components/ml/checkpoint.py). Every checkpoint also records ``val_operating_point``: the score
+threshold with the best F1 on the val split at IoU 0.5 for the weights it holds, with that
+precision, recall and F1.
 
 The learning-rate schedule runs over the training *budget*: progress is the larger of the
 share of steps done and the share of ``max_time`` used, so a time-limited run still anneals.
@@ -29,13 +29,15 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Timer
 from torchmetrics.detection import MeanAveragePrecision
 
+from components.core.params import TrainParams
+from components.ml.checkpoint import detector_spec
 from components.ml.dataset import TileBatch
-from components.ml.detector import SSDLITE_ANCHOR_RATIOS, anchor_scales_of, build_detector
+from components.ml.detector import anchor_scales_of, build_detector
 from components.ml.matching import ImageMatches, OperatingPoint, best_f1_threshold, match_image
+from components.ml.metrics import MAP_KEYS, map_metric
 
-# Metric keys logged for each evaluated split, from MeanAveragePrecision's result.
-MAP_KEYS = {"map": "map", "map_50": "map_50", "map_75": "map_75", "mar_100": "mar_100"}
 OPERATING_POINT_IOU = 0.5  # a val detection counts as found at this IoU (evaluate's default)
+
 STEP_MILESTONES = (0.7, 0.9)  # "step" schedule: lr x0.1 at 70 % and again at 90 % of the budget
 ONECYCLE_WARMUP = 0.3  # "onecycle": warm up over 30 % of the budget, then cosine down
 MIN_LR_FACTOR = 0.01
@@ -83,72 +85,49 @@ def recalibrate_batch_norm(model: torch.nn.Module, batches: Iterable[TileBatch])
     model.train(was_training)
 
 
-def _map_metric() -> MeanAveragePrecision:
-    metric = MeanAveragePrecision(iou_type="bbox", backend="pycocotools")
-    metric.warn_on_many_detections = False  # an untrained detector's early epochs: not news
-    return metric
-
-
 class DetectorModule(LightningModule):
     """Train a torchvision detector on :class:`TileBatch` batches; log val mAP every epoch."""
 
     def __init__(
         self,
-        arch: str,
-        num_classes: int,
-        image_size: int,
+        train: dict[str, Any],
         classes: Sequence[str],
-        pretrained: str = "none",
-        optimizer: str = "adamw",
-        lr: float = 0.01,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        scheduler: str = "cosine",
-        warmup_fraction: float = 0.05,
-        bn_recalibration_batches: int = 2,
         anchor_scales: Sequence[float] | None = None,
-        anchor_ratios: Sequence[float] | None = None,
         pixel_size_m: float | None = None,
         data_pixel_size_m: float | None = None,
-        train_params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        settings = TrainParams.model_validate(train)
         self.save_hyperparameters(
             {
-                "arch": arch,
-                "num_classes": num_classes,
-                "image_size": image_size,
+                "train": settings.model_dump(mode="json"),
                 "classes": list(classes),
-                "pretrained": pretrained,
-                "optimizer": optimizer,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "momentum": momentum,
-                "scheduler": scheduler,
-                "warmup_fraction": warmup_fraction,
-                "bn_recalibration_batches": bn_recalibration_batches,
                 # A checkpoint's own scales when loaded from one, the current ones when new.
-                "anchor_scales": list(anchor_scales) if anchor_scales else anchor_scales_of(arch),
-                "anchor_ratios": [float(r) for r in anchor_ratios or SSDLITE_ANCHOR_RATIOS],
+                "anchor_scales": (
+                    list(anchor_scales) if anchor_scales else anchor_scales_of(settings.arch)
+                ),
                 "pixel_size_m": pixel_size_m,
                 "data_pixel_size_m": data_pixel_size_m,
-                "train_params": train_params,
             }
         )
+        self.settings = settings
+        self.spec = detector_spec(self.hparams, "this run")
         # Channels-last convolutions: the same numbers, training steps about twice as fast for
         # ssdlite on CPU (oneDNN) in an interleaved measurement; GPUs favour the layout too.
         self.model = build_detector(
-            arch,
-            num_classes,
-            image_size,
-            pretrained,
-            self.hparams.anchor_scales,
-            self.hparams.anchor_ratios,
+            settings.arch,
+            self.spec.num_classes,
+            settings.image_size,
+            settings.pretrained,
+            self.spec.anchor_scales,
+            self.spec.anchor_ratios,
         ).to(memory_format=torch.channels_last)
-        self.val_map = _map_metric()
-        self.test_map = _map_metric()
+        self.val_map = map_metric()
+        self.test_map = map_metric()
         self._total_steps = 0.0
-        self._recent_batches: deque[TileBatch] = deque(maxlen=max(1, bn_recalibration_batches))
+        self._recent_batches: deque[TileBatch] = deque(
+            maxlen=max(1, settings.bn_recalibration_batches)
+        )
         self._val_matches: list[ImageMatches] = []
         self.val_operating_point: OperatingPoint | None = None
 
@@ -173,7 +152,7 @@ class DetectorModule(LightningModule):
         return min(1.0, progress)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+        hp = self.settings
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -209,7 +188,7 @@ class DetectorModule(LightningModule):
             return None
         losses = self.model(batch.images, batch.targets)
         loss = sum(losses.values())
-        if self.hparams.bn_recalibration_batches:
+        if self.settings.bn_recalibration_batches:
             images = [image.detach() for image in batch.images]
             self._recent_batches.append(TileBatch(images, batch.targets, 0))
         size = len(batch.images)
@@ -232,9 +211,9 @@ class DetectorModule(LightningModule):
 
     def _log_map(self, metric: MeanAveragePrecision, prefix: str) -> None:
         result = metric.compute()
-        for key, name in MAP_KEYS.items():
+        for key in MAP_KEYS:
             self.log(
-                f"{prefix}_{name}", result[key].float(), prog_bar=key == "map_50", sync_dist=False
+                f"{prefix}_{key}", result[key].float(), prog_bar=key == "map_50", sync_dist=False
             )
         metric.reset()
 

@@ -26,6 +26,7 @@ from components.core import uri as uri_io
 from components.core.errors import NotFoundError, SolarpipeError, UsageError
 
 MODEL_FILE = "model.pt"
+EXPORT_SUMMARY_FILE = "export.json"  # beside model.pt: the export's name and version, and more
 DEVICES = ("auto", "cpu", "cuda")
 # Pixel size assumed for a model exported before pixel sizes were recorded: every such model
 # was trained on the quickstart's 0.1 m scenes (SwissImage's pixel size too).

@@ -5,13 +5,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import shapely
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from components.core import uri as uri_io
 from components.core.errors import SolarpipeError
-from components.core.manifest import TileWindow
+from components.raster.windows import WindowGrid
 
 
 def read_boundary(boundary_uri: str, target_crs: str) -> BaseGeometry:
@@ -50,18 +51,16 @@ def to_pixel_space(boundary: BaseGeometry, raster_transform: Affine) -> BaseGeom
     )
 
 
-def windows_touching(windows: list[TileWindow], pixel_boundary: BaseGeometry) -> list[TileWindow]:
-    """The windows whose square intersects the boundary (in pixel space)."""
+def cells_touching(grid: WindowGrid, pixel_boundary: BaseGeometry) -> np.ndarray:
+    """``rows x columns`` booleans: which windows' squares intersect the boundary (pixel space).
+
+    One row of windows at a time: a country's grid (tens of millions of windows) never exists
+    as geometries all at once.
+    """
     shapely.prepare(pixel_boundary)
-    return [
-        window
-        for window in windows
-        if pixel_boundary.intersects(
-            shapely.box(
-                window.col_off,
-                window.row_off,
-                window.col_off + window.width,
-                window.row_off + window.height,
-            )
-        )
-    ]
+    columns = np.asarray(grid.column_offsets)
+    touching = np.zeros(grid.shape, dtype=bool)
+    for row_index, row in enumerate(grid.row_offsets):
+        squares = shapely.box(columns, row, columns + grid.width, row + grid.height)
+        touching[row_index] = shapely.intersects(pixel_boundary, squares)
+    return touching

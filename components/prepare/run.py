@@ -1,40 +1,54 @@
-"""The prepare stage's work: plan windows, then read, encode and upload tiles in parallel.
+"""The prepare stage's work: plan a shard's windows, then read, encode and upload its tiles.
 
-Idempotent and resumable: existing tiles whose content hash equals the new tile's are not
+Idempotent and resumable: a tile whose content hash equals the object already there is not
 uploaded again, and the manifest is written last, atomically, so a run killed halfway leaves the
-previous manifest (or none) and a rerun completes the set.
+previous manifest (or none) and a rerun completes the set. A shard (``--shard I/N``) does the
+same on its part of the windows (``components/shards/spec.py``) and writes its own manifest
+part; the unsharded run is shard ``0/1``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import math
+import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from PIL import Image
+import numpy as np
 
 from components.core import uri as uri_io
+from components.core.cpus import usable_cpus
 from components.core.errors import SolarpipeError
 from components.core.logs import get_logger
 from components.core.manifest import Manifest, TileRecord, TileWindow, save_manifest
 from components.core.params import PrepareParams
 from components.core.progress import progress_bar
-from components.prepare.aoi import read_boundary, to_pixel_space, windows_touching
-from components.raster.reader import (
-    RasterInfo,
-    as_rasterio_window,
-    inspect_raster,
-    open_raster,
-    read_tile,
+from components.prepare.aoi import cells_touching, read_boundary, to_pixel_space
+from components.prepare.tiles import (
+    SETTINGS,
+    Previous,
+    TileJob,
+    TileWorker,
+    run_in_process_worker,
+    start_process_worker,
 )
-from components.raster.tiling import plan_windows, tile_key
+from components.raster.mosaic import RasterSource, resolve_raster
+from components.raster.reader import RasterInfo
+from components.raster.tiling import tile_key
+from components.raster.windows import WindowGrid, tile_grid
+from components.shards.spec import WHOLE, ShardSpec, part_uri, shard_cells
 
 log = get_logger(__name__)
-PNG_COMPRESS_LEVEL = 6
+# Windows per task sent to a worker process: large enough that the pickling round trip
+# (~0.1 ms) is lost in the tile work (~10 ms each), small enough to balance the workers.
+CHUNK = 16
+# Below this many windows a process pool's start-up (~1 s) costs more than it saves.
+MIN_WINDOWS_FOR_PROCESSES = 64
+LIST_PAGE = 1000  # keys per S3 LIST request
 STRETCH_WARNING = 0.05  # warn when ground pixels are this much longer one way than the other
 
 
@@ -48,35 +62,27 @@ class PrepareSummary:
     skipped_nodata: int = 0
 
 
-def encode_png(rgb) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
-
-
 def scene_name(raster_uri: str, params: PrepareParams) -> str:
     name = params.scene or uri_io.basename(raster_uri).rsplit(".", 1)[0]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
 def worker_count(params: PrepareParams) -> int:
-    return params.workers or min(32, 2 * (os.cpu_count() or 1) + 2)
+    return params.workers or usable_cpus()
 
 
-def select_windows(raster: RasterInfo, params: PrepareParams) -> list[TileWindow]:
-    windows = plan_windows(
-        raster.width, raster.height, params.tile_size, params.overlap, params.edge
-    )
-    if not params.aoi:
-        return windows
-    boundary = to_pixel_space(read_boundary(params.aoi, raster.crs), raster.transform)
-    kept = windows_touching(windows, boundary)
-    if not kept:
-        raise SolarpipeError(
-            f"area of interest {params.aoi} does not overlap the raster {raster.uri}"
-        )
-    log.info("area of interest keeps %d of %d tiles", len(kept), len(windows))
-    return kept
+def windows_with_data(source: RasterSource, grid: WindowGrid, params: PrepareParams) -> np.ndarray:
+    """Which grid cells to tile: over a mosaic file (unless empty tiles are kept) and the AOI."""
+    cells = grid.covered(source.footprints if params.skip_nodata else None)
+    if params.aoi:
+        boundary = read_boundary(params.aoi, source.info.crs)
+        cells &= cells_touching(grid, to_pixel_space(boundary, source.info.transform))
+        if not cells.any():
+            raise SolarpipeError(
+                f"area of interest {params.aoi} does not overlap the raster {source.uri}"
+            )
+        log.info("area of interest keeps %d of %d tiles", cells.sum(), cells.size)
+    return cells
 
 
 def warn_if_stretched(raster: RasterInfo) -> None:
@@ -92,66 +98,19 @@ def warn_if_stretched(raster: RasterInfo) -> None:
         )
 
 
-def existing_tile_hashes(tiles_prefix: str) -> dict[str, str]:
-    """Tile key → MD5 of the tiles already under the prefix (one paginated listing)."""
-    return {uri_io.basename(info.uri): info.etag for info in uri_io.list_objects(tiles_prefix)}
+def lists_existing(total_windows: int, shard_windows: int) -> bool:
+    """Find existing tiles by one listing of the prefix (``total / 1000`` requests) or by a
+    HEAD per tile (``shard_windows`` requests), whichever asks S3 less: with many shards, each
+    listing the whole prefix would cost more requests than the tiles themselves."""
+    return math.ceil(total_windows / LIST_PAGE) <= shard_windows
 
 
-class TileWriter:
-    """Reads, encodes and uploads one tile; thread-safe (each call opens its own dataset)."""
-
-    def __init__(
-        self,
-        raster: RasterInfo,
-        params: PrepareParams,
-        tiles_prefix: str,
-        scene: str,
-        existing: dict[str, str],
-    ) -> None:
-        self.raster = raster
-        self.params = params
-        self.tiles_prefix = tiles_prefix
-        self.scene = scene
-        self.existing = existing
-
-    def __call__(self, window: TileWindow) -> tuple[TileRecord | None, bool]:
-        """The tile's manifest record (None when all nodata) and whether it was uploaded."""
-        with open_raster(self.raster.uri) as dataset:
-            rgb, all_nodata = read_tile(dataset, window, self.params.uint16_max, self.params.nodata)
-            transform = dataset.window_transform(as_rasterio_window(window))
-        if all_nodata and self.params.skip_nodata:
-            return None, False
-        png = encode_png(rgb)
-        key = tile_key(self.scene, window)
-        tile_uri = uri_io.join(self.tiles_prefix, key)
-        uploaded = self.existing.get(key) != hashlib.md5(png).hexdigest()
-        if uploaded:
-            uri_io.write_bytes(tile_uri, png, content_type="image/png")
-        record = TileRecord(
-            key=key,
-            uri=tile_uri,
-            window=window,
-            width=window.width,
-            height=window.height,
-            sha256=hashlib.sha256(png).hexdigest(),
-            bytes=len(png),
-            transform=tuple(transform)[:6],
-        )
-        return record, uploaded
-
-
-def bounded_map(function, items: Iterable, workers: int) -> Iterator:
-    """``map`` over a thread pool with at most ``2 * workers`` tasks in flight (bounded memory)."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as pool:
-        pending: set[Future] = set()
-        for item in items:
-            pending.add(pool.submit(function, item))
-            if len(pending) >= 2 * workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        for future in pending:
-            yield future.result()
+def previous_hashes(tiles_prefix: str, keys: list[str], listing: bool) -> list[Previous]:
+    """Each tile's MD5 already under the prefix ("" absent), or None: left to a HEAD."""
+    if not listing:
+        return [None] * len(keys)
+    existing = {uri_io.basename(info.uri): info.etag for info in uri_io.list_objects(tiles_prefix)}
+    return [existing.get(key, "") for key in keys]
 
 
 def check_writable(tiles_prefix: str) -> None:
@@ -159,40 +118,94 @@ def check_writable(tiles_prefix: str) -> None:
     next(iter(uri_io.list_objects(tiles_prefix)), None)
 
 
+def bounded_map(submit: Callable[[list], Future], chunks: Iterable[list], limit: int) -> Iterator:
+    """Results of ``submit(chunk)`` as they finish, at most ``limit`` chunks in flight."""
+    pending: set[Future] = set()
+    for chunk in chunks:
+        pending.add(submit(chunk))
+        if len(pending) >= limit:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    for future in pending:
+        yield future.result()
+
+
+def s3_environment() -> dict[str, str]:
+    """The S3 and solarpipe settings of this process, for its worker processes."""
+    return {name: value for name, value in os.environ.items() if name.startswith(SETTINGS)}
+
+
+@contextmanager
+def tile_runner(job: TileJob, windows: int, workers: int) -> Iterator[Callable[[list], Future]]:
+    """``submit(chunk)`` on worker processes, or in this process for small jobs."""
+    if workers > 1 and windows >= MIN_WINDOWS_FOR_PROCESSES:
+        # forkserver: workers fork from a clean single-threaded server (this process may run
+        # threads: an embedded S3 server, boto3 pools), after importing the tile code once.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["components.prepare.tiles"])
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=start_process_worker, initargs=(job,)
+        ) as pool:
+            yield lambda chunk: pool.submit(run_in_process_worker, chunk)
+        return
+    worker = TileWorker(job)
+    try:
+        yield lambda chunk: completed(worker.run, chunk)
+    finally:
+        worker.close()
+
+
+def completed(function: Callable, argument: object) -> Future:
+    future: Future = Future()
+    future.set_result(function(argument))
+    return future
+
+
 def prepare(
-    raster_uri: str, tiles_prefix: str, manifest_uri: str, params: PrepareParams
+    raster_uri: str,
+    tiles_prefix: str,
+    manifest_target: str,
+    params: PrepareParams,
+    shard: ShardSpec = WHOLE,
 ) -> PrepareSummary:
-    raster = inspect_raster(raster_uri)
-    windows = select_windows(raster, params)
+    """Tile ``shard``'s windows; write its manifest (a part when ``N > 1``) to ``manifest_target``
+    (or, when that ends in ``/``, to ``shard-IIII-of-NNNN.json`` under it)."""
+    source = resolve_raster(raster_uri)
+    raster = source.info
+    grid = tile_grid(raster.width, raster.height, params.tile_size, params.overlap, params.edge)
+    with_data = windows_with_data(source, grid, params)
+    windows = [window for _, _, window in grid.windows(shard_cells(with_data, shard))]
     check_writable(tiles_prefix)
-    existing = existing_tile_hashes(tiles_prefix)
     scene = scene_name(raster_uri, params)
-    writer = TileWriter(raster, params, tiles_prefix, scene, existing)
-    summary = PrepareSummary(planned=len(windows))
-    records: list[TileRecord] = []
+    keys = [tile_key(scene, window) for window in windows]
+    listing = lists_existing(int(with_data.sum()), len(windows))
+    previous = previous_hashes(tiles_prefix, keys, listing)
+    job = TileJob(
+        gdal_source=raster.dataset,
+        tiles_prefix=tiles_prefix,
+        scene=scene,
+        uint16_max=params.uint16_max,
+        nodata=params.nodata,
+        skip_nodata=params.skip_nodata,
+        environment=s3_environment(),
+    )
     workers = worker_count(params)
     warn_if_stretched(raster)
     log.info(
-        "tiling %s (%dx%d px of %s, %s) into %d windows of %d px with %d workers",
+        "tiling %s (%dx%d px of %s, %s), shard %s: %d of %d windows of %d px, %d workers",
         raster_uri,
         raster.width,
         raster.height,
         raster.pixel_size.describe(),
         raster.crs,
+        shard,
         len(windows),
+        grid.shape[0] * grid.shape[1],
         params.tile_size,
         workers,
     )
-    with progress_bar(total=len(windows), desc="prepare", unit="tile") as bar:
-        for record, uploaded in bounded_map(writer, windows, workers):
-            bar.update(1)
-            if record is None:
-                summary.skipped_nodata += 1
-                continue
-            records.append(record)
-            summary.uploaded += uploaded
-            summary.unchanged += not uploaded
-    records.sort(key=lambda r: (r.window.row_off, r.window.col_off))
+    records, summary = tile_windows(job, list(zip(windows, previous, strict=True)), workers)
     manifest = Manifest(
         raster=raster_uri,
         scene=scene,
@@ -204,6 +217,30 @@ def prepare(
         tiles_prefix=tiles_prefix.rstrip("/"),
         tiles=records,
         pixel_size_m=float(f"{raster.pixel_size.mean_m:.6g}"),
+        shard=None if shard.is_whole else str(shard),
     )
-    save_manifest(manifest_uri, manifest)
+    save_manifest(part_uri(manifest_target, shard, ".json"), manifest)
     return summary
+
+
+def tile_windows(
+    job: TileJob, items: list[tuple[TileWindow, Previous]], workers: int
+) -> tuple[list[TileRecord], PrepareSummary]:
+    summary = PrepareSummary(planned=len(items))
+    records: list[TileRecord] = []
+    chunks = [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
+    with (
+        progress_bar(total=len(items), desc="prepare", unit="tile") as bar,
+        tile_runner(job, len(items), workers) as submit,
+    ):
+        for results in bounded_map(submit, chunks, 2 * workers):
+            bar.update(len(results))
+            for record, uploaded in results:
+                if record is None:
+                    summary.skipped_nodata += 1
+                    continue
+                records.append(record)
+                summary.uploaded += uploaded
+                summary.unchanged += not uploaded
+    records.sort(key=lambda r: (r.window.row_off, r.window.col_off))
+    return records, summary

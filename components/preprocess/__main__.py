@@ -10,20 +10,8 @@ import argparse
 import sys
 
 from components.core.params import Params
+from components.core.reports import write_report
 from components.core.stage import run_stage
-
-
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--annotations", required=True, help="URI prefix of the Label Studio export objects"
-    )
-    parser.add_argument("--manifest", required=True, help="prepare manifest URI")
-    parser.add_argument(
-        "--out",
-        required=True,
-        help="annotations JSON URI to write (a URI not ending in .json is a folder that "
-        "gets annotations.json)",
-    )
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
@@ -32,10 +20,11 @@ def run(args: argparse.Namespace, params: Params) -> None:
     summary = preprocess(args.annotations, args.manifest, args.out, params)
     for line in summary.lines():
         print(line)
+    write_report(args, "summary", summary.markdown())
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("preprocess", __doc__ or "", add_io_options, run, argv)
+    return run_stage("preprocess", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

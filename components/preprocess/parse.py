@@ -3,8 +3,10 @@
 Rules: the latest non-cancelled annotation of a task wins (``updated_at``, then id); a task whose
 annotations are all cancelled (skipped) is left out, as is a task without annotations
 (unlabeled); an empty result means "no panels" and is kept; predictions and drafts are ignored;
-only tiles of the manifest are kept. Rotated rectangles and polygons become the axis-aligned box
-that encloses them, clipped to the tile; boxes narrower than ``min_box_size`` are dropped.
+only tiles of the manifest are kept. An annotation made from a model's prediction is a human
+annotation like any other (the person accepted or corrected it); each tile records its origin.
+Rotated rectangles and polygons become the axis-aligned box that encloses them, clipped to the
+tile; boxes narrower than ``min_box_size`` are dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from components.core.annotations import AnnotationOrigin
 from components.core.errors import SolarpipeError
 from components.core.logs import get_logger
 from components.core.manifest import Manifest, TileRecord
@@ -22,6 +25,7 @@ from components.labelstudio.export_objects import (
     ExportedTask,
     MalformedObjectError,
     UnsupportedResultError,
+    annotation_origin,
     normalise_key,
     parse_export_bytes,
     region_from_result,
@@ -53,6 +57,7 @@ class LabelledTile:
     labels: tuple[str, ...]
     task_id: int
     recency: tuple[datetime, int]
+    origin: AnnotationOrigin = "manual"
 
     @property
     def has_panels(self) -> bool:
@@ -196,6 +201,7 @@ def labelled_tiles(
             tuple(labels),
             task_id,
             winner.recency(),
+            annotation_origin(winner),
         )
         earlier = by_image.get(tile.uri)
         if earlier is not None:

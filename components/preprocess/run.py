@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from components.core import uri as uri_io
@@ -29,6 +30,7 @@ class PreprocessSummary:
     empty_tiles: int = 0
     boxes: int = 0
     per_split: dict[str, int] = field(default_factory=dict)
+    origins: Counter[str] = field(default_factory=Counter)  # of the written tiles' annotations
 
     def lines(self) -> list[str]:
         report = self.report
@@ -44,6 +46,12 @@ class PreprocessSummary:
         if skipped:
             reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
             lines.append(f"skipped: {reasons}")
+        origins = self.origins
+        lines.append(
+            f"annotations: {origins['manual']} drawn by hand, {origins['prediction']} from "
+            f"accepted predictions, {origins['prediction-changed']} from corrected predictions "
+            "(all human-approved; predictions alone are never ground truth)"
+        )
         if report.keys_normalised:
             lines.append(f"{report.keys_normalised} keys with repeated slashes normalised")
         if report.not_in_manifest:
@@ -53,6 +61,34 @@ class PreprocessSummary:
                 f"images not in the manifest: {shown}" + (f" and {more} more" if more > 0 else "")
             )
         return lines
+
+    def markdown(self) -> str:
+        """The summary as a page: counts per split, and what was left out and why."""
+        report = self.report
+        rows = ["| split | tiles |", "|---|---:|"]
+        rows += [f"| {name} | {self.per_split.get(name, 0)} |" for name in SPLITS]
+        dropped = dict(report.skipped)
+        if report.malformed:
+            dropped["malformed (object or result)"] = len(report.malformed)
+        if report.not_in_manifest:
+            dropped["image not in the manifest"] = len(report.not_in_manifest)
+        left_out = [f"| {reason} | {count} |" for reason, count in sorted(dropped.items())]
+        return "\n".join(
+            [
+                "# Ground truth",
+                "",
+                f"`{self.output_uri}`: {self.tasks_kept} tiles ({self.empty_tiles} without panels),"
+                f" {self.boxes} boxes, from {report.objects_read} export objects of"
+                f" {report.tasks_seen} tasks.",
+                "",
+                *rows,
+                "",
+                "## Left out",
+                "",
+                *(["| reason | count |", "|---|---:|", *left_out] if left_out else ["nothing"]),
+                "",
+            ]
+        )
 
 
 def output_file_uri(out_uri: str) -> str:
@@ -104,6 +140,7 @@ def preprocess(
             labels=list(tile.labels),
             split=assignment[tile.image],
             task_id=tile.task_id,
+            origin=tile.origin,
         )
         for tile in tiles
     ]
@@ -119,4 +156,5 @@ def preprocess(
         empty_tiles=sum(1 for image in images if not image.boxes),
         boxes=sum(len(image.boxes) for image in images),
         per_split={name: sum(1 for i in images if i.split == name) for name in SPLITS},
+        origins=Counter(image.origin for image in images),
     )

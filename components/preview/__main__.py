@@ -9,26 +9,23 @@ import argparse
 import sys
 
 from components.core.params import Params
+from components.core.reports import wants_report, write_report
 from components.core.stage import run_stage
-
-
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", required=True, help="annotations.json URI (preprocess)")
-    parser.add_argument("--out", required=True, help="output folder URI (local path or s3://)")
 
 
 def run(args: argparse.Namespace, params: Params) -> None:
     from components.preview.run import preview
 
-    summary = preview(args.annotations, args.out, params.preview)
+    summary = preview(args.annotations, args.out, params.preview, wants_report(args, "gallery"))
     print(
         f"preview: {summary.tiles_drawn} tiles with {summary.boxes_drawn} boxes drawn; "
         f"gallery {args.out}/index.html"
     )
+    write_report(args, "gallery", summary.inline_gallery or "")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("preview", __doc__ or "", add_io_options, run, argv)
+    return run_stage("preview", run, argv, description=__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import html
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from components.core.annotations import AnnotatedImage, AnnotationsFile
@@ -48,11 +47,17 @@ def summary_markdown(annotations: AnnotationsFile, source_uri: str) -> str:
     )
 
 
-def gallery_html(samples: Sequence[Sample], source_uri: str, summary: str) -> str:
+def gallery_html(
+    samples: Sequence[Sample],
+    source_uri: str,
+    summary: str,
+    image_source: Callable[[Sample], str] = lambda sample: sample.file_name,
+) -> str:
+    """The gallery page; ``image_source`` gives each ``<img src>`` (a file name, a data URI)."""
     sections = []
     for name in SPLITS:
         figures = [
-            f'<figure><img src="{html.escape(s.file_name)}" alt="{html.escape(s.image.image)}">'
+            f'<figure><img src="{html.escape(image_source(s))}" alt="{html.escape(s.image.image)}">'
             f"<figcaption>{html.escape(s.image.image.rsplit('/', 1)[-1])} "
             f"({len(s.image.boxes)} boxes)</figcaption></figure>"
             for s in samples
@@ -68,9 +73,3 @@ def gallery_html(samples: Sequence[Sample], source_uri: str, summary: str) -> st
         f"<h1>Ground truth preview</h1>\n<p>{html.escape(source_uri)}</p>\n"
         f"<pre>{html.escape(summary)}</pre>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
-
-
-def ui_metadata(summary: str) -> str:
-    """Kubeflow Pipelines UI metadata showing the markdown summary inline."""
-    outputs = [{"type": "markdown", "storage": "inline", "source": summary}]
-    return json.dumps({"outputs": outputs}, indent=2, sort_keys=True) + "\n"

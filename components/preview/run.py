@@ -12,7 +12,8 @@ from components.core.annotations import AnnotatedImage, load_annotations
 from components.core.draw import draw_boxes
 from components.core.errors import MISSING_TILES_HINT, NotFoundError
 from components.core.params import PreviewParams
-from components.preview.gallery import SPLITS, Sample, gallery_html, summary_markdown, ui_metadata
+from components.core.reports import png_data_uri
+from components.preview.gallery import SPLITS, Sample, gallery_html, summary_markdown
 
 FETCH_WORKERS = 8
 
@@ -21,6 +22,7 @@ FETCH_WORKERS = 8
 class PreviewSummary:
     tiles_drawn: int
     boxes_drawn: int
+    inline_gallery: str | None = None  # the gallery as one self-contained page, when asked
 
 
 def choose_samples(
@@ -51,8 +53,11 @@ def render_sample(sample: Sample, folder: Path, line_width: int, annotations_uri
     target.write_bytes(drawn)
 
 
-def preview(annotations_uri: str, out_uri: str, params: PreviewParams) -> PreviewSummary:
-    """Write the gallery of ``params.samples`` tiles per split to the folder ``out_uri``."""
+def preview(
+    annotations_uri: str, out_uri: str, params: PreviewParams, inline: bool = False
+) -> PreviewSummary:
+    """Write the gallery of ``params.samples`` tiles per split to the folder ``out_uri``;
+    ``inline``: also return it as one page with the images inside."""
     annotations = load_annotations(annotations_uri)
     samples = [
         Sample(name, sample_file_name(name, image.image), image)
@@ -70,5 +75,14 @@ def preview(annotations_uri: str, out_uri: str, params: PreviewParams) -> Previe
             )
         (folder / "summary.md").write_text(summary)
         (folder / "index.html").write_text(gallery_html(samples, annotations_uri, summary))
-        (folder / "mlpipeline-ui-metadata.json").write_text(ui_metadata(summary))
-    return PreviewSummary(len(samples), sum(len(s.image.boxes) for s in samples))
+        inline_gallery = (
+            gallery_html(
+                samples,
+                annotations_uri,
+                summary,
+                lambda sample: png_data_uri((folder / sample.file_name).read_bytes()),
+            )
+            if inline
+            else None
+        )
+    return PreviewSummary(len(samples), sum(len(s.image.boxes) for s in samples), inline_gallery)

@@ -22,13 +22,14 @@ from components.core.errors import NotFoundError, SolarpipeError
 from components.core.manifest import TileWindow
 from components.core.s3 import raster_env
 from components.raster.pixel_size import PixelSize, raster_pixel_size
+from components.raster.retrying import gdal_cause, open_dataset
 
 
 @dataclass(frozen=True)
 class RasterInfo:
     """What prepare and detect need to know about a raster."""
 
-    uri: str
+    uri: str  # as the user gave it: a raster, a .vrt or a mosaic prefix
     width: int
     height: int
     crs: str
@@ -37,27 +38,36 @@ class RasterInfo:
     dtype: str
     nodata: float | None
     pixel_size: PixelSize
+    dataset: str = ""  # what GDAL opens: the URI itself, or a mosaic's VRT document
 
 
 @contextmanager
 def open_raster(raster_uri: str) -> Iterator[rasterio.DatasetReader]:
-    """Open a raster inside the S3-aware GDAL environment, with one-line errors."""
+    """Open a raster (URI or VRT document) inside the S3-aware GDAL environment, one-line errors."""
     with raster_env():
         try:
-            dataset = rasterio.open(raster_uri)
+            dataset = open_dataset(raster_uri)
         except RasterioIOError as exc:
+            if raster_uri.startswith("<VRTDataset"):
+                raise SolarpipeError(f"cannot read the mosaic: {exc}") from exc
             if not uri_io.exists(raster_uri):
                 raise NotFoundError(f"raster does not exist: {raster_uri}") from exc
-            raise SolarpipeError(f"not a raster GDAL can read: {raster_uri}") from exc
+            raise SolarpipeError(
+                f"not a raster GDAL can read: {raster_uri} ({gdal_cause(exc)})"
+            ) from exc
         with dataset:
             yield dataset
 
 
-def inspect_raster(raster_uri: str) -> RasterInfo:
-    """Open once, check it is usable, and describe it (no pixels read)."""
-    if not uri_io.exists(raster_uri):
+def inspect_raster(raster_uri: str, gdal_source: str = "") -> RasterInfo:
+    """Open once, check it is usable, and describe it (no pixels read).
+
+    ``gdal_source``: what GDAL opens when it is not ``raster_uri`` (a mosaic's VRT document).
+    """
+    if not gdal_source and not uri_io.exists(raster_uri):
         raise NotFoundError(f"raster does not exist: {raster_uri}")
-    with open_raster(raster_uri) as dataset:
+    gdal_source = gdal_source or raster_uri
+    with open_raster(gdal_source) as dataset:
         pixel_size = raster_pixel_size(
             dataset.crs, dataset.transform, dataset.width, dataset.height, raster_uri
         )
@@ -81,6 +91,7 @@ def inspect_raster(raster_uri: str) -> RasterInfo:
             dtype=dtype,
             nodata=dataset.nodata,
             pixel_size=pixel_size,
+            dataset=gdal_source,
         )
 
 

@@ -33,6 +33,16 @@ def plan_windows(
     Windows are ``tile_size`` square; with ``edge="pad"`` the last row/column may reach past the
     raster (the reader pads it), with ``edge="drop"`` incomplete tiles are left out.
     """
+    check_tile_geometry(width, height, tile_size, overlap)
+    return [
+        TileWindow(col_off=col, row_off=row, width=tile_size, height=tile_size)
+        for row in axis_offsets(height, tile_size, overlap, edge)
+        for col in axis_offsets(width, tile_size, overlap, edge)
+    ]
+
+
+def check_tile_geometry(width: int, height: int, tile_size: int, overlap: int) -> None:
+    """Usage errors naming the param for a tile size or overlap that cannot tile the raster."""
     if tile_size <= 0:
         raise UsageError(f"prepare.tile_size must be positive, got {tile_size}")
     if not 0 <= overlap < tile_size:
@@ -41,11 +51,6 @@ def plan_windows(
         raise UsageError(
             f"prepare.tile_size={tile_size} is larger than the raster ({width}x{height} px)"
         )
-    return [
-        TileWindow(col_off=col, row_off=row, width=tile_size, height=tile_size)
-        for row in axis_offsets(height, tile_size, overlap, edge)
-        for col in axis_offsets(width, tile_size, overlap, edge)
-    ]
 
 
 def tile_key(scene: str, window: TileWindow) -> str:

@@ -24,8 +24,9 @@ PUBLISH_INTERVAL_S = 60.0
 
 
 class PublishLastCheckpoint(Callback):
-    """Copy ``last.ckpt`` to ``<out>/last.ckpt`` after the first epoch, then at most every
-    ``PUBLISH_INTERVAL_S`` and when training is interrupted, so ``--resume`` finds it even on
+    """Copy ``last.ckpt`` to ``<out>/last.ckpt`` (atomically: ``uri.upload_file``) when the
+    second epoch starts, then at most every ``PUBLISH_INTERVAL_S`` and when training is
+    interrupted, so ``--resume`` finds it even on
     another machine; forget a best checkpoint that a resumed run cannot see."""
 
     def __init__(self, out_uri: str, last: ModelCheckpoint, best: ModelCheckpoint) -> None:
@@ -49,16 +50,20 @@ class PublishLastCheckpoint(Callback):
             self.best.kth_value = torch.tensor(float("-inf"))
 
     def _publish(self, trainer: Trainer) -> None:
-        if not trainer.is_global_zero or not self.last.last_model_path:
+        if not trainer.is_global_zero or not self.last.dirpath:
             return
-        path = Path(self.last.last_model_path)
+        path = Path(self.last.dirpath) / LAST_CHECKPOINT
         if not path.exists() or path.stat().st_mtime == self._published_mtime:
             return
         uri_io.upload_file(path, uri_io.join(self.out_uri, LAST_CHECKPOINT))
         self._published_mtime = path.stat().st_mtime
         self._published_at = time.monotonic()
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Not at the end of an epoch: Lightning runs ModelCheckpoint's hooks after every other
+        # callback's, so last.ckpt of the ending epoch is not written yet there (measured: the
+        # published one lagged an epoch behind). The end of the last epoch is published with
+        # the whole output folder.
         if time.monotonic() - self._published_at >= PUBLISH_INTERVAL_S:
             self._publish(trainer)
 
@@ -69,6 +74,9 @@ class PublishLastCheckpoint(Callback):
             self._publish(trainer)
         except Exception as exc:  # the original failure is the one to report
             log.warning("could not publish %s after the failure: %s", LAST_CHECKPOINT, exc)
+
+
+CURVE_BAR_WIDTH = 40  # characters of a bar at mAP 1.0
 
 
 def _metric(trainer: Trainer, key: str) -> float | None:
@@ -88,6 +96,15 @@ class TrainingRecord(Callback):
         self.started = 0.0
         self.seconds = 0.0
         self._last_line = 0.0
+        # (epoch, train loss, val mAP@0.5, val mAP@0.5:0.95) per validation; kept in checkpoints
+        # so that a resumed run's curve starts at its first epoch
+        self.history: list[tuple[int, float | None, float, float | None]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [list(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [tuple(row) for row in state_dict.get("history", [])]
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start_step = trainer.global_step
@@ -119,6 +136,10 @@ class TrainingRecord(Callback):
             return
         val_map_50 = _metric(trainer, "val_map_50")
         loss = _metric(trainer, "train_loss_epoch") or _metric(trainer, "train_loss_step")
+        if val_map_50 is not None:
+            epoch = trainer.current_epoch + 1
+            self.history = [row for row in self.history if row[0] != epoch]
+            self.history.append((epoch, loss, val_map_50, _metric(trainer, "val_map")))
         if self.print_lines and val_map_50 is not None:
             log.info(
                 "epoch %d: val mAP@0.5 %.3f, train loss %s (%.0f s)",
@@ -130,3 +151,21 @@ class TrainingRecord(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.seconds = time.monotonic() - self.started
+
+    def curve_markdown(self, best_epoch: int | None) -> str:
+        """The validation curve as a page: one row per epoch, a bar for mAP@0.5."""
+
+        def number(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        rows = [
+            "| epoch | train loss | val mAP@0.5 | val mAP@0.5:0.95 | |",
+            "|---:|---:|---:|---:|:--|",
+        ]
+        for epoch, loss, map_50, map_all in self.history:
+            bar = "█" * round(map_50 * CURVE_BAR_WIDTH)
+            mark = " ← model.ckpt" if epoch == best_epoch else ""
+            rows.append(
+                f"| {epoch} | {number(loss)} | {number(map_50)} | {number(map_all)} | {bar}{mark} |"
+            )
+        return "\n".join(["# Training curve", "", *rows, ""])

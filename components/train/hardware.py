@@ -4,13 +4,11 @@ train params."""
 from __future__ import annotations
 
 import logging
-import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from components.core.cpus import usable_cpus
 from components.core.errors import SolarpipeError, UsageError
 from components.core.params import TrainParams
 
@@ -26,22 +24,6 @@ class HardwarePlan:
     precision: str
     strategy: str
     cpu_threads: int  # torch intra-op threads
-
-
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-
-
-def cpu_budget() -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
-    Kubernetes CPU limit), which torch's default (one thread per host core) ignores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores or 1, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores or 1)
 
 
 def _gpu_count(devices: int | str) -> int:
@@ -88,5 +70,5 @@ def resolve_hardware(params: TrainParams) -> HardwarePlan:
         devices = 1 if params.devices == "auto" else params.devices
         strategy = "auto"
     return HardwarePlan(
-        accelerator, devices, precision, strategy, params.cpu_threads or cpu_budget()
+        accelerator, devices, precision, strategy, params.cpu_threads or usable_cpus()
     )

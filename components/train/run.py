@@ -1,8 +1,8 @@
 """The train stage's work: set up the data, model and Lightning trainer, fit, write the outputs.
 
 Lightning writes checkpoints and logs into a local work folder named after ``--out``;
-``last.ckpt`` is copied to ``<out>/last.ckpt`` after every epoch (the ``--resume`` point,
-local or S3) and the finished folder is published to ``--out`` in one step at the end.
+``last.ckpt`` is copied to ``<out>/last.ckpt`` as the next epoch starts (the ``--resume`` point,
+local or S3) and the finished folder is published to ``--out`` at the end (``uri.local_output_dir``).
 """
 
 from __future__ import annotations
@@ -24,32 +24,18 @@ import yaml
 from components.core import uri as uri_io
 from components.core.annotations import AnnotationsFile, load_annotations
 from components.core.errors import SolarpipeError
+from components.core.logs import adopt_library_loggers
 from components.core.params import Params, TrainParams
+from components.core.reports import write_report
 
 if TYPE_CHECKING:  # torch and Lightning load only once the inputs are known to be good
+    from components.ml.checkpoint import DetectorSpec
     from components.train.hardware import HardwarePlan
 
 log = logging.getLogger("components.train")
 
 LAST_CHECKPOINT = "last.ckpt"
 BEST_MONITOR = "val_map_50"
-# Hyper-parameters a checkpoint must share with this run to be resumed.
-RESUME_KEYS = ("arch", "num_classes", "image_size", "classes", "pixel_size_m")
-
-
-def add_io_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--annotations", required=True, metavar="URI", help="annotations.json (preprocess output)"
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="URI",
-        help="output folder: model.ckpt, last.ckpt, metrics.json, params.yaml, logs/",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from <out>/last.ckpt when it exists"
-    )
 
 
 def work_dir_for(out_uri: str) -> Path:
@@ -82,20 +68,30 @@ def restore_last_checkpoint(out_uri: str, checkpoint_dir: Path) -> str | None:
     return str(local)
 
 
-def check_resumable(checkpoint_path: str, hparams: dict[str, Any]) -> None:
+def check_resumable(checkpoint_path: str, spec: DetectorSpec, pixel_size_m: float | None) -> None:
+    """A checkpoint resumes this run only if it holds the same detector (arch, size, classes)
+    trained at the same pixel size."""
     import torch
+
+    from components.ml.checkpoint import detector_spec
 
     try:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:
         raise SolarpipeError(f"cannot read the checkpoint to resume: {exc}") from exc
-    saved_hparams = saved.get("hyper_parameters", {}) if isinstance(saved, dict) else {}
-    for key in RESUME_KEYS:
-        if saved_hparams.get(key) != hparams[key]:
-            raise SolarpipeError(
-                f"cannot resume: the checkpoint has {key}={saved_hparams.get(key)!r}, this run "
-                f"{key}={hparams[key]!r} (train without --resume to start over)"
-            )
+    hyper_parameters = saved.get("hyper_parameters") if isinstance(saved, dict) else None
+    saved_spec = detector_spec(hyper_parameters, checkpoint_path)
+    if saved_spec != spec:
+        raise SolarpipeError(
+            f"cannot resume: the checkpoint holds {saved_spec}, this run {spec} (train without "
+            "--resume to start over)"
+        )
+    saved_pixel_size = hyper_parameters.get("pixel_size_m")
+    if saved_pixel_size != pixel_size_m:
+        raise SolarpipeError(
+            f"cannot resume: the checkpoint was trained at {saved_pixel_size} m/px input pixels, "
+            f"this run at {pixel_size_m} (train without --resume to start over)"
+        )
 
 
 def build_trainer(
@@ -113,6 +109,8 @@ def build_trainer(
     from components.ml.datamodule import StreamEpoch
     from components.train.callbacks import PublishLastCheckpoint, TrainingRecord
 
+    adopt_library_loggers("lightning", "lightning.pytorch", "lightning.fabric")
+
     checkpoint_dir = work_dir / "checkpoints"
     best = ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -123,7 +121,11 @@ def build_trainer(
         save_weights_only=True,
         auto_insert_metric_name=False,
     )
-    last = ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True)
+    # Every epoch's end as last.ckpt, overwritten. (save_top_k=0 with save_last=True writes it
+    # only when training ends in Lightning 2.6: nothing to resume from after a kill, measured.)
+    last = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False
+    )
     tty = sys.stderr.isatty()
     record = TrainingRecord(print_lines=not tty)
     callbacks: list[Any] = [
@@ -160,7 +162,7 @@ def build_trainer(
         use_distributed_sampler=False,
         num_sanity_val_steps=1,
     )
-    return trainer, {"best": best, "last": last, "record": record}
+    return trainer, {"best": best, "record": record}
 
 
 def _number(value: Any) -> float | None:
@@ -196,7 +198,7 @@ def collect_metrics(trainer: Any, parts: dict[str, Any]) -> dict[str, Any]:
 def write_outputs(
     out_uri: str, work_dir: Path, parts: dict[str, Any], metrics: dict[str, Any], params: Params
 ) -> None:
-    last_path = Path(parts["last"].last_model_path or work_dir / "checkpoints" / LAST_CHECKPOINT)
+    last_path = work_dir / "checkpoints" / LAST_CHECKPOINT
     best_path = Path(parts["best"].best_model_path) if parts["best"].best_model_path else None
     if best_path is None or not best_path.exists():
         log.warning("no validated checkpoint: model.ckpt is the last one")
@@ -213,7 +215,8 @@ def write_outputs(
             shutil.copytree(logs, staging / "logs")
 
 
-def run(args: argparse.Namespace, params: Params) -> None:
+def train(args: argparse.Namespace, params: Params) -> None:
+    """Fit the detector on ``--annotations`` and publish the outputs to ``--out``."""
     train_params = params.train
     annotations = load_annotations(args.annotations)
     require_splits(annotations, args.annotations)
@@ -243,25 +246,13 @@ def run(args: argparse.Namespace, params: Params) -> None:
 
     seed_everything(train_params.seed, workers=True, verbose=False)
     module = DetectorModule(
-        arch=train_params.arch,
-        num_classes=len(annotations.classes) + 1,
-        image_size=train_params.image_size,
-        classes=annotations.classes,
-        pretrained=train_params.pretrained,
-        optimizer=train_params.optimizer,
-        lr=train_params.lr,
-        weight_decay=train_params.weight_decay,
-        momentum=train_params.momentum,
-        scheduler=train_params.scheduler,
-        warmup_fraction=train_params.warmup_fraction,
-        bn_recalibration_batches=train_params.bn_recalibration_batches,
-        anchor_ratios=train_params.anchor_ratios,
+        train_params.model_dump(mode="json"),
+        annotations.classes,
         pixel_size_m=annotations.input_pixel_size(train_params.image_size),
         data_pixel_size_m=annotations.pixel_size_m,
-        train_params=train_params.model_dump(mode="json"),
     )
     if resume_path:
-        check_resumable(resume_path, dict(module.hparams))
+        check_resumable(resume_path, module.spec, module.hparams["pixel_size_m"])
     datamodule = TileDataModule(annotations, train_params, pin_memory=plan.accelerator == "gpu")
     train_batches = max(1, len(annotations.split("train")) // train_params.batch_size)
     trainer, parts = build_trainer(train_params, plan, work_dir, args.out, train_batches)
@@ -280,6 +271,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning 2.6's own use of a torch 2.14 deprecation, once per fit: nothing to act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
         except BaseException as exc:
@@ -293,6 +286,9 @@ def run(args: argparse.Namespace, params: Params) -> None:
     metrics = collect_metrics(trainer, parts)
     write_outputs(args.out, work_dir, parts, metrics, params)
     shutil.rmtree(work_dir, ignore_errors=True)
+    history = parts["record"].history
+    best_epoch = max(history, key=lambda row: row[2])[0] if history else None
+    write_report(args, "curve", parts["record"].curve_markdown(best_epoch))
     log.info(
         "wrote %s: best val mAP@0.5 %s after %d epochs (%.0f s)",
         args.out,

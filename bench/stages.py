@@ -1,4 +1,4 @@
-"""Run a stage through its contract (``python -m components.<stage>``) for the benchmarks."""
+"""Run a stage through its contract from a benchmark: ``python -m components.<stage> …``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import sys
 import time
 
 
-def run_stage(name: str, *options: str, overrides: list[str]) -> float:
-    """Run one stage with ``--set`` overrides, echoing the command; its wall time in seconds.
-    A failed stage raises ``RuntimeError`` naming its exit status."""
+def run_stage(name: str, *options: str, overrides: list[str], bench: str) -> float:
+    """Run one stage with ``--set`` overrides, echoing the command; its wall time in seconds."""
     command = [sys.executable, "-m", f"components.{name}", *options]
     for override in overrides:
         command += ["--set", override]
-    print(f"$ {' '.join(command)}", flush=True)
+    print(f"{bench}: $ {' '.join(command)}", flush=True)
     started = time.perf_counter()
     completed = subprocess.run(command)
     if completed.returncode != 0:

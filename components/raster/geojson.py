@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from affine import Affine
 
 
@@ -19,14 +20,20 @@ def crs_member(crs: str) -> dict[str, Any]:
 
 def box_ring(box: tuple[float, float, float, float], transform: Affine) -> list[list[float]]:
     """The closed, counter-clockwise (RFC 7946) ring of a pixel box in map coordinates."""
-    x1, y1, x2, y2 = box
-    ring = [transform * corner for corner in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
-    signed_area = sum(
-        ax * by - bx * ay for (ax, ay), (bx, by) in zip(ring, ring[1:] + ring[:1], strict=True)
-    )
-    if signed_area < 0:
-        ring.reverse()
-    return [[float(x), float(y)] for x, y in [*ring, ring[0]]]
+    return box_rings(np.asarray([box], dtype=np.float64), transform)[0].tolist()
+
+
+def box_rings(boxes: np.ndarray, transform: Affine) -> np.ndarray:
+    """``n x 5 x 2`` closed counter-clockwise rings of ``n x 4`` pixel boxes, all at once
+    (per box through ``Affine.__mul__``: 50 us each, measured; hours for a country's panels)."""
+    x1, y1, x2, y2 = (boxes[:, [k]] for k in range(4))
+    columns = np.hstack([x1, x2, x2, x1, x1])
+    rows = np.hstack([y1, y1, y2, y2, y1])
+    a, b, c, d, e, f = tuple(transform)[:6]
+    rings = np.stack([columns * a + rows * b + c, columns * d + rows * e + f], axis=-1)
+    # The pixel ring turns clockwise on the map when the transform flips orientation
+    # (a north-up raster's negative e): reverse it then.
+    return rings[:, ::-1] if a * e - b * d < 0 else rings
 
 
 def feature_collection(
@@ -37,13 +44,14 @@ def feature_collection(
     crs: str,
 ) -> dict[str, Any]:
     """One Polygon feature per box, with ``score`` and ``label`` properties."""
+    rings = box_rings(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), transform).tolist()
     features = [
         {
             "type": "Feature",
             "id": index,
-            "geometry": {"type": "Polygon", "coordinates": [box_ring(box, transform)]},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
             "properties": {"score": round(float(score), 4), "label": label},
         }
-        for index, (box, score, label) in enumerate(zip(boxes, scores, labels, strict=True))
+        for index, (ring, score, label) in enumerate(zip(rings, scores, labels, strict=True))
     ]
     return {"type": "FeatureCollection", "crs": crs_member(crs), "features": features}
