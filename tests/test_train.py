@@ -4,7 +4,6 @@ checkpoint contract, ``--resume``, and the bad inputs it names in one line."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

@@ -102,7 +102,9 @@ def owned_detections(
 Pair = tuple[int, int]  # (columns, rows)
 
 
-def raster_window(resampling: Resampling, model_window: int, model_overlap: int) -> tuple[Pair, Pair]:
+def raster_window(
+    resampling: Resampling, model_window: int, model_overlap: int
+) -> tuple[Pair, Pair]:
     """Window and overlap edges in raster pixels for ``model_window`` and ``model_overlap``
     model pixels."""
     if not 0 <= model_overlap < model_window:

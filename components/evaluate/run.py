@@ -20,6 +20,8 @@ from components.core.errors import SolarpipeError
 from components.core.logs import get_logger
 from components.core.params import EvaluateParams
 from components.core.progress import progress_bar
+from components.evaluate.page import evaluation_page
+from components.ml.dataset import FetchOptions, TileStream
 from components.ml.matching import (
     ImageMatches,
     match_image,
@@ -27,8 +29,6 @@ from components.ml.matching import (
     precision_recall_f1,
     total_counts,
 )
-from components.evaluate.page import evaluation_page
-from components.ml.dataset import FetchOptions, TileStream
 from components.ml.metrics import MAP_KEYS, map_metric
 from components.ml.scripted import (
     load_scripted_model,

@@ -120,7 +120,12 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
     threshold, threshold_source = score_threshold(info, params)
     pixel_size_m = recorded_pixel_size(info)
     served = ServedDetector(
-        detector, info.spec.arch, info.spec.image_size, info.spec.classes, threshold, pixel_size_m or 0.0
+        detector,
+        info.spec.arch,
+        info.spec.image_size,
+        info.spec.classes,
+        threshold,
+        pixel_size_m or 0.0,
     )
     scripted = script_detector(served)
     metadata = model_metadata(info, threshold, threshold_source)

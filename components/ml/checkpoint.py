@@ -117,7 +117,9 @@ def _checkpoint_info(checkpoint_uri: str, checkpoint: dict[str, Any]) -> Checkpo
         uri=checkpoint_uri,
         spec=spec,
         train=dict(hyper_parameters.get("train", {})),
-        pixel_size_m=_positive(checkpoint_uri, "pixel_size_m", hyper_parameters.get("pixel_size_m")),
+        pixel_size_m=_positive(
+            checkpoint_uri, "pixel_size_m", hyper_parameters.get("pixel_size_m")
+        ),
         val_score_threshold=_val_score_threshold(checkpoint_uri, checkpoint),
         epoch=checkpoint.get("epoch"),
         global_step=checkpoint.get("global_step"),
