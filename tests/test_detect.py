@@ -367,6 +367,29 @@ def test_shards_of_a_mosaic_merge_into_the_bytes_of_one_run_on_the_raster(
     assert uri_io.read_json(str(merged))["features"]
 
 
+def test_shards_of_a_resampled_raster_merge_into_the_bytes_of_one_run(
+    exported_at_10cm: Path, tmp_path: Path
+) -> None:
+    """At 0.2 m the 128-px windows and 32-px overlap of the 0.1 m model are 64 and 16 raster
+    px: the parts record them so, and the merge lays out the same grid."""
+    from components.shards.detections import load_part
+
+    raster = panel_raster(tmp_path / "coarse.tif", 150, 200, resolution=0.2)
+    model = str(exported_at_10cm)
+    whole = tmp_path / "whole.geojson"
+    assert run_detect(str(raster), model, str(whole), "detect.overlap=32") == 0
+    parts = tmp_path / "parts"
+    for index in (1, 0):
+        argv = ["--raster", str(raster), "--model", model, "--out", f"{parts}/"]
+        assert detect_main([*argv, "--shard", f"{index}/2", "--set", "detect.overlap=32"]) == 0
+    part = load_part(str(next(parts.iterdir())))
+    assert (part.meta["window"], part.meta["overlap"]) == ([64, 64], [16, 16])
+    merged = tmp_path / "merged.geojson"
+    argv = ["shards", "merge-detections", "--parts", f"{parts}/", "--out", str(merged)]
+    assert solarpipe_main(argv) == 0
+    assert merged.read_bytes() == whole.read_bytes()
+
+
 def test_bad_shard_for_detect_is_a_usage_error(exported: Path, tmp_path: Path, capsys) -> None:
     raster = panel_raster(tmp_path / "scene.tif", 64, 64)
     out = tmp_path / "parts"
