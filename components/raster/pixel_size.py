@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-from affine import Affine
-from rasterio.errors import CRSError
+from typing import TYPE_CHECKING
 
 from components.core.errors import SolarpipeError
+
+if TYPE_CHECKING:  # evaluate imports this module for its constants; its image has no rasterio
+    from affine import Affine
 
 # Pixel sizes within this factor of the model's are resampled to it (0.25x-4x).
 RESAMPLE_RANGE = 4.0
@@ -85,6 +86,8 @@ def raster_pixel_size(
             math.hypot(transform.b * east_m, transform.e * north_m),
             geographic=True,
         )
+    from rasterio.errors import CRSError
+
     # Ground edges of one pixel along columns and rows (rotated grids included).
     column_edge = math.hypot(transform.a, transform.d)
     row_edge = math.hypot(transform.b, transform.e)
