@@ -325,6 +325,20 @@ def test_cuda_requested_without_cuda_is_an_error() -> None:
     assert resolve_device("auto", "evaluate.device") == torch.device("cpu")
 
 
+def test_train_params_from_before_anchor_ratios_describe_todays_default_detector() -> None:
+    """So that such a checkpoint still resumes: same spec with or without the default ratios."""
+    from components.ml.checkpoint import detector_spec
+
+    today = detector_hparams()
+    before = detector_hparams()
+    del before["train"]["anchor_ratios"]  # type: ignore[index]
+    wider = detector_hparams(anchor_ratios=[2.0, 3.0, 5.0])
+
+    assert detector_spec(before, "old") == detector_spec(today, "new")
+    assert detector_spec(today, "new").anchor_ratios is None
+    assert detector_spec(wider, "wider").anchor_ratios == (2.0, 3.0, 5.0)
+
+
 def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
     tmp_path: Path,
 ) -> None:

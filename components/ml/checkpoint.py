@@ -22,7 +22,7 @@ from torch import nn
 
 from components.core import uri as uri_io
 from components.core.errors import SolarpipeError
-from components.ml.detector import ARCHITECTURES, build_detector
+from components.ml.detector import ARCHITECTURES, SSDLITE_ANCHOR_RATIOS, build_detector
 
 STATE_PREFIX = "model."
 
@@ -143,7 +143,8 @@ def _anchor_scales(refuse: Any, recorded: Any) -> tuple[float, float] | None:
 
 
 def _anchor_ratios(refuse: Any, recorded: Any) -> tuple[float, ...] | None:
-    """The recorded SSDlite aspect ratios: None or numbers above 1."""
+    """The recorded SSDlite aspect ratios (numbers above 1); None when not recorded or the
+    defaults, so that checkpoints from before they were recorded describe the same detector."""
     if recorded is None:
         return None
     try:
@@ -152,7 +153,7 @@ def _anchor_ratios(refuse: Any, recorded: Any) -> tuple[float, ...] | None:
         ratios = ()
     if not ratios or not all(1 < ratio < math.inf for ratio in ratios):
         raise refuse(f"anchor_ratios {recorded!r}, expected aspect ratios above 1")
-    return ratios
+    return None if ratios == SSDLITE_ANCHOR_RATIOS else ratios
 
 
 def _positive(checkpoint_uri: str, key: str, recorded: Any) -> float | None:
