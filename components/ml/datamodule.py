@@ -81,7 +81,7 @@ class TileDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         stream = self.streams["train"]
-        stream.set_epoch(self.trainer.current_epoch if self.trainer else 0)
+        stream.set_epoch(upcoming_epoch(self.trainer) if self.trainer else 0)
         return self.loader(stream)
 
     def val_dataloader(self) -> DataLoader[Any]:
@@ -91,10 +91,18 @@ class TileDataModule(LightningDataModule):
         return self.loader(self.streams["test"])
 
 
+def upcoming_epoch(trainer: Trainer) -> int:
+    """The epoch the train loader is built or restarted for, as Lightning numbers its samplers'
+    epochs. Not ``current_epoch``: a resumed run builds the loader (and persistent workers start
+    reading) before ``current_epoch`` counts the restored epochs, so the resumed epoch would
+    replay epoch 0's order (measured: weights unlike an uninterrupted run's)."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
 class StreamEpoch(Callback):
     """Set the train stream's epoch before each epoch's loader iterator starts."""
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = trainer.datamodule
         if isinstance(datamodule, TileDataModule) and "train" in datamodule.streams:
-            datamodule.streams["train"].set_epoch(trainer.current_epoch)
+            datamodule.streams["train"].set_epoch(upcoming_epoch(trainer))
