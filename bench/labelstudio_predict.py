@@ -54,7 +54,7 @@ THRESHOLD = 0.5  # a random model scores around 0.5: a few boxes per tile, as a 
 def write_model(folder: Path, checkpoint: str | None) -> Path:
     if checkpoint:
         detector, info = load_detector_checkpoint(checkpoint)
-        arch, size, classes = info.arch, info.image_size, info.classes
+        arch, size, classes = info.spec.arch, info.spec.image_size, info.spec.classes
     else:
         arch, size, classes = "ssdlite320_mobilenet_v3_large", 256, ["solar_panel"]
         detector = build_detector(arch, len(classes) + 1, size).eval()

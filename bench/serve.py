@@ -84,7 +84,7 @@ def write_model(args: argparse.Namespace, folder: Path) -> tuple[Path, str, int]
     """``model.pt`` and its BentoML archive in ``folder``; returns (archive, arch, image size)."""
     if args.checkpoint:
         detector, info = load_detector_checkpoint(args.checkpoint)
-        arch, image_size, classes = info.arch, info.image_size, info.classes
+        arch, image_size, classes = info.spec.arch, info.spec.image_size, info.spec.classes
     else:
         arch, image_size, classes = args.arch, args.size, ["solar_panel"]
         torch.manual_seed(0)

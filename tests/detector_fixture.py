@@ -38,8 +38,11 @@ def panel_tile(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[li
     return pixels, [[float(v) for v in box] for box in boxes]
 
 
-def write_checkpoint(path: Path, steps: int = TRAIN_STEPS, seed: int = 0) -> Path:
-    """A train-stage-style ``model.ckpt`` after ``steps`` AdamW steps on synthetic tiles."""
+def write_checkpoint(
+    path: Path, steps: int = TRAIN_STEPS, seed: int = 0, pixel_size_m: float | None = None
+) -> Path:
+    """A train-stage-style ``model.ckpt`` after ``steps`` AdamW steps on synthetic tiles;
+    without ``pixel_size_m``, like a checkpoint written before pixel sizes were recorded."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     detector = build_detector(ARCH, len(CLASSES) + 1, IMAGE_SIZE)
@@ -68,26 +71,32 @@ def write_checkpoint(path: Path, steps: int = TRAIN_STEPS, seed: int = 0) -> Pat
             "anchor_scales": anchor_scales_of(ARCH),
         },
     }
+    if pixel_size_m is not None:
+        checkpoint["hyper_parameters"]["pixel_size_m"] = pixel_size_m
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path
 
 
-def cached_checkpoint(session_dir: Path) -> Path:
-    """The session's checkpoint (built on first use)."""
-    path = session_dir / "detector-fixture" / "train" / "model.ckpt"
+def _variant(pixel_size_m: float | None) -> str:
+    return "" if pixel_size_m is None else f"-{pixel_size_m:g}m"
+
+
+def cached_checkpoint(session_dir: Path, pixel_size_m: float | None = None) -> Path:
+    """The session's checkpoint (built on first use), recording ``pixel_size_m`` if given."""
+    path = session_dir / "detector-fixture" / f"train{_variant(pixel_size_m)}" / "model.ckpt"
     if not path.exists():
-        write_checkpoint(path)
+        write_checkpoint(path, pixel_size_m=pixel_size_m)
     return path
 
 
-def cached_export(session_dir: Path) -> Path:
+def cached_export(session_dir: Path, pixel_size_m: float | None = None) -> Path:
     """The session's export folder (``model.pt``, the BentoML archive), built on first use."""
     from components.export.__main__ import main as export_main
 
-    out = session_dir / "detector-fixture" / "export"
+    out = session_dir / "detector-fixture" / f"export{_variant(pixel_size_m)}"
     if not (out / "model.pt").exists():
-        checkpoint = cached_checkpoint(session_dir)
+        checkpoint = cached_checkpoint(session_dir, pixel_size_m)
         status = export_main(["--checkpoint", str(checkpoint), "--out", str(out)])
         assert status == 0, "export of the fixture detector failed"
     return out

@@ -26,7 +26,9 @@ def write_geotiff(
     nodata: float | None = None,
     resolution: float = 0.1,
     origin: tuple[float, float] = ORIGIN,
+    geotransform: bool = True,
 ) -> Path:
+    """A tiled GeoTIFF; without ``geotransform`` it has no pixel size (GDAL's identity)."""
     bands, height, width = pixels.shape
     profile = {
         "driver": "GTiff",
@@ -34,12 +36,13 @@ def write_geotiff(
         "height": height,
         "count": bands,
         "dtype": str(pixels.dtype),
-        "transform": from_origin(origin[0], origin[1], resolution, resolution),
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
         "compress": "deflate",
     }
+    if geotransform:
+        profile["transform"] = from_origin(origin[0], origin[1], resolution, resolution)
     if crs:
         profile["crs"] = crs
     if nodata is not None:

@@ -15,7 +15,7 @@ from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage
 from components.core.errors import NotFoundError, SolarpipeError
 from components.ml.dataset import FetchOptions, TileBatch, TileStream, worker_error_line
-from components.ml.transforms import train_transform
+from components.ml.transforms import RandomCoarsen, apply_transform, train_transform
 from tests.tile_fixtures import tile_with_panels, write_tile_set
 
 QUICK_RETRY = FetchOptions(concurrency=4, attempts=2, backoff_s=0.01)
@@ -84,6 +84,28 @@ def test_training_augmentation_keeps_boxes_on_the_panels(bucket: str) -> None:
     assert len(seen_geometries) > len(single_panel)  # the augmentation did move the boxes
 
 
+def test_coarsened_pixels_lose_detail_and_keep_boxes_and_canvas() -> None:
+    checkerboard = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 255
+    image = checkerboard.to(torch.uint8).expand(3, 64, 64).clone()
+    boxes = torch.tensor([[8.0, 12.0, 40.0, 30.0]])
+    coarsen = v2.Compose(
+        [RandomCoarsen(max_factor=3.0, p=1.0), v2.ToDtype(torch.float32, scale=True)]
+    )
+    detail = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out, target = apply_transform(coarsen, image, boxes, torch.tensor([1]))
+        assert out.shape == (3, 64, 64) and torch.equal(target["boxes"], boxes)
+        detail.append(float((out[:, :, 1:] - out[:, :, :-1]).abs().mean()))
+    assert max(detail) < 0.5  # the checkerboard's neighbour difference is 1.0
+    torch.manual_seed(0)
+    kept, _ = apply_transform(
+        v2.Compose([RandomCoarsen(3.0, p=0.0), v2.ToDtype(torch.float32, scale=True)]),
+        image, boxes, torch.tensor([1]),
+    )  # fmt: skip
+    assert torch.equal(kept, image.float() / 255)
+
+
 def _flatten(batches: list[TileBatch]) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.cat([torch.stack(b.images).flatten() for b in batches])
     boxes = torch.cat([t["boxes"].flatten() for b in batches for t in b.targets])
@@ -110,6 +132,31 @@ def test_same_seed_gives_the_same_batches_whatever_the_workers(bucket: str) -> N
     assert torch.equal(in_process[1], two_workers[1])
     assert not torch.equal(in_process[0], other_seed[0])
     assert not torch.equal(in_process[0], next_epoch[0])
+
+
+def test_persistent_workers_follow_the_epoch_set_in_the_parent(bucket: str) -> None:
+    """The epoch lives in shared memory: workers kept between epochs deal the same batches
+    as workers started anew for each epoch."""
+    annotations = write_tile_set(f"s3://{bucket}/persistent", count=6, size=64)
+
+    def stream() -> TileStream:
+        return TileStream(
+            annotations.images, annotations.classes, 2, shuffle=True, seed=3,
+            transform=train_transform(0.2), fetch=QUICK_RETRY,
+        )  # fmt: skip
+
+    kept = stream()
+    loader = DataLoader(
+        kept, batch_size=None, num_workers=2, collate_fn=lambda b: b, persistent_workers=True
+    )
+    for epoch in range(3):
+        kept.set_epoch(epoch)
+        fresh = stream()
+        fresh.set_epoch(epoch)
+        from_kept, from_fresh = _flatten(list(loader)), _flatten(_all_batches(fresh, 2))
+        assert torch.equal(from_kept[0], from_fresh[0])
+        assert torch.equal(from_kept[1], from_fresh[1])
+    assert not torch.equal(_flatten(list(loader))[0], _flatten(_all_batches(stream(), 2))[0])
 
 
 def test_ranks_get_equal_shares_of_the_same_order(bucket: str) -> None:

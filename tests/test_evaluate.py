@@ -16,7 +16,7 @@ from PIL import Image
 from components.core import uri as uri_io
 from components.core.annotations import AnnotatedImage, AnnotationsFile, save_annotations
 from components.evaluate.__main__ import main as evaluate_main
-from components.evaluate.matching import match_image, precision_recall_f1
+from components.ml.matching import best_f1_threshold, match_image, precision_recall_f1
 from components.ml.scripted import load_scripted_model
 from tests.detector_fixture import cached_export, panel_tile
 from tests.tile_fixtures import png_bytes
@@ -200,6 +200,27 @@ def test_greedy_matching_is_per_class_and_one_to_one() -> None:
     assert precision_recall_f1(0, 0, 0) == (1.0, 1.0, 1.0)
 
 
+@pytest.mark.parametrize(("tiles_m", "mismatch"), [(0.1, False), (0.2, True)])
+def test_metrics_name_the_pixel_size_scored_at(
+    tiles_m: float, mismatch: bool, exported: Path, bucket: str, tmp_path: Path, capsys
+) -> None:
+    model = load_scripted_model(str(exported))
+    annotations, _, _ = write_split(bucket, model)
+    recorded = AnnotationsFile.model_validate(uri_io.read_json(annotations))
+    recorded.pixel_size_m = tiles_m
+    save_annotations(annotations, recorded)
+
+    assert run_evaluate(annotations, str(exported), str(tmp_path / "ev")) == 0
+
+    metrics = uri_io.read_json(str(tmp_path / "ev" / "metrics.json"))
+    assert metrics["pixel_size_m"] == tiles_m and metrics["model_pixel_size_m"] == 0.1
+    assert metrics["score_threshold"] == pytest.approx(float(model.score_threshold))
+    printed = capsys.readouterr()
+    assert f"at score ≥ 0.3, {tiles_m} m pixels" in printed.out
+    assert "assuming 0.1 m" in printed.err  # the fixture model records no pixel size
+    assert ("model-input pixels, the model's are 0.1 m" in printed.err) == mismatch
+
+
 def test_empty_split_is_an_error(exported: Path, bucket: str, tmp_path: Path, capsys) -> None:
     uri = f"s3://{bucket}/annotations.json"
     save_annotations(uri, AnnotationsFile(classes=["solar_panel"], images=[]))
@@ -241,3 +262,16 @@ def test_cuda_requested_without_cuda_is_an_error(
         run_evaluate(annotations, str(exported), str(tmp_path / "ev"), "evaluate.device=cuda") == 1
     )
     assert "evaluate.device=cuda but CUDA is not available" in capsys.readouterr().err
+
+
+def test_operating_point_is_the_middle_of_the_thresholds_with_the_best_f1() -> None:
+    """Two panels, three predictions: hits scored 0.9 and 0.5, a miss scored 0.2. F1 is 0.8
+    up to 0.20, 1.0 from 0.21 to 0.50, 0.67 to 0.90, then 0: the middle of 0.21-0.50."""
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30], [50.0, 50, 60, 60]])
+    truth = boxes[:2]
+    ones = torch.ones(3, dtype=torch.int64)
+    matches = match_image(boxes, torch.tensor([0.9, 0.5, 0.2]), ones, truth, ones[:2], 0.5)
+
+    point = best_f1_threshold([matches])
+
+    assert (point.threshold, point.precision, point.recall, point.f1) == (0.36, 1.0, 1.0, 1.0)

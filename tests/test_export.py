@@ -170,6 +170,22 @@ BAD_CHECKPOINTS = {
         {"state_dict": {}, "hyper_parameters": {"train": detector_hparams()["train"]}},
         r"hyper_parameters lack classes",
     ),
+    "bad-anchor-ratios": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(anchor_ratios=[0.5])},
+        r"anchor_ratios \[0\.5\], expected aspect ratios above 1",
+    ),
+    "bad-pixel-size": (
+        {"state_dict": {}, "hyper_parameters": detector_hparams(pixel_size_m=-0.1)},
+        r"pixel_size_m -0\.1, expected a positive number of metres",
+    ),
+    "bad-val-threshold": (
+        {
+            "state_dict": {},
+            "hyper_parameters": detector_hparams(),
+            "val_operating_point": {"score_threshold": 1.5},
+        },
+        r"val_operating_point\.score_threshold 1\.5, expected a score in \[0, 1\]",
+    ),
 }
 
 
@@ -200,6 +216,60 @@ def test_file_that_is_not_a_detector_checkpoint_is_refused_and_old_output_kept(
     assert len(error.splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["model.pt"]
     assert (out / "model.pt").read_bytes() == b"previous export"
+
+
+def checkpoint_with(
+    source: Path, path: Path, train: dict[str, object], **hyper_parameters: object
+) -> Path:
+    """A copy of ``source`` recording more hyper-parameters and train params, and a val
+    operating point."""
+    recorded = torch.load(source, weights_only=False)
+    recorded["hyper_parameters"].update(hyper_parameters)
+    recorded["hyper_parameters"]["train"].update(train)
+    recorded["val_operating_point"] = {"score_threshold": 0.42, "f1": 0.9}
+    torch.save(recorded, path)
+    return path
+
+
+def test_model_records_pixel_size_train_params_and_the_val_threshold(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = {"epochs": 28, "lr": 0.003, "max_minutes": None}
+    recorded = checkpoint_with(checkpoint, tmp_path / "model.ckpt", train, pixel_size_m=0.1)
+
+    assert run_export(str(recorded), str(tmp_path / "export")) == 0
+
+    assert "records no" not in capsys.readouterr().err
+    model = load_scripted_model(str(tmp_path / "export"))
+    assert model.pixel_size_m == pytest.approx(0.1)
+    assert model.score_threshold == pytest.approx(0.42)
+    summary = uri_io.read_json(str(tmp_path / "export" / "export.json"))
+    assert summary["pixel_size_m"] == 0.1 and summary["score_threshold"] == 0.42
+    assert summary["score_threshold_source"] == "best F1 on the val split"
+    imported = bentoml.models.import_model(
+        str(tmp_path / "export" / "solar_panel_detector.tar.gz"),
+        _model_store=ModelStore(tmp_path / "home"),
+    )
+    metadata = imported.info.metadata
+    assert metadata["pixel_size_m"] == pytest.approx(0.1)
+    assert metadata["train_params"]["epochs"] == 28 and metadata["train_params"]["lr"] == 0.003
+    assert "max_minutes" not in metadata["train_params"]  # null params left out
+
+    assert run_export(str(recorded), str(tmp_path / "set"), "export.score_threshold=0.6") == 0
+    assert load_scripted_model(str(tmp_path / "set")).score_threshold == pytest.approx(0.6)
+
+
+def test_checkpoint_from_before_pixel_sizes_exports_with_warnings(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_export(str(checkpoint), str(tmp_path / "export")) == 0
+
+    warnings = capsys.readouterr().err
+    assert "records no pixel size (written before pixel sizes were recorded)" in warnings
+    assert "detect and evaluate will assume 0.1 m" in warnings
+    assert "records no score threshold chosen on the val split: using 0.3" in warnings
+    model = load_scripted_model(str(tmp_path / "export"))
+    assert model.pixel_size_m == 0.0 and model.score_threshold == pytest.approx(0.3)
 
 
 def test_checkpoint_from_before_the_train_params_were_stored_still_loads(tmp_path: Path) -> None:
@@ -255,6 +325,20 @@ def test_cuda_requested_without_cuda_is_an_error() -> None:
     assert resolve_device("auto", "evaluate.device") == torch.device("cpu")
 
 
+def test_train_params_from_before_anchor_ratios_describe_todays_default_detector() -> None:
+    """So that such a checkpoint still resumes: same spec with or without the default ratios."""
+    from components.ml.checkpoint import detector_spec
+
+    today = detector_hparams()
+    before = detector_hparams()
+    del before["train"]["anchor_ratios"]  # type: ignore[index]
+    wider = detector_hparams(anchor_ratios=[2.0, 3.0, 5.0])
+
+    assert detector_spec(before, "old") == detector_spec(today, "new")
+    assert detector_spec(today, "new").anchor_ratios is None
+    assert detector_spec(wider, "wider").anchor_ratios == (2.0, 3.0, 5.0)
+
+
 def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
     tmp_path: Path,
 ) -> None:
@@ -284,3 +368,36 @@ def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
         assert generator.scales[0] == pytest.approx(recorded[0])
         assert generator.scales[-2] == pytest.approx(recorded[1])
     assert module.model.anchor_generator.scales[0] == pytest.approx(SSDLITE_ANCHOR_SCALES[0])
+
+
+def test_stride8_detector_with_wider_anchors_exports_as_its_checkpoint_records(
+    tmp_path: Path,
+) -> None:
+    """The stride-8 SSDlite with 5:1 anchors: the head has 8 anchors per location on 7 maps,
+    and export rebuilds exactly that detector from the checkpoint and scripts it."""
+    from components.ml.module import DetectorModule
+
+    arch = "ssdlite_mobilenet_v3_large_stride8"
+    train = TrainParams(arch=arch, image_size=128, anchor_ratios=[2, 3, 5])
+    module = DetectorModule(train.model_dump(mode="json"), ["solar_panel"])
+    assert module.model.anchor_generator.num_anchors_per_location() == [8] * 7
+    path = tmp_path / "model.ckpt"
+    torch.save(
+        {
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+        },
+        path,
+    )
+
+    assert run_export(str(path), str(tmp_path / "export")) == 0
+
+    model = load_scripted_model(str(tmp_path / "export"))
+    assert model.arch == arch
+    image = sample_images(128, 1)[0]
+    module.model.eval()
+    with torch.inference_mode():
+        scripted = model([image], 0.0)[0]
+        eager = module.model([image.permute(2, 0, 1).float() / 255])[0]
+    assert len(scripted["boxes"]) == len(eager["boxes"]) > 0

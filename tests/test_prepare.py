@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 from PIL import Image
 
 from components.core import uri as uri_io
@@ -47,7 +49,7 @@ def test_tiles_and_manifest_on_s3_match_the_raster(
     manifest_path = tmp_path / "manifest.json"
     assert run_prepare(str(scene), f"s3://{bucket}/tiles", str(manifest_path)) == 0
     manifest = load_manifest(str(manifest_path))
-    assert manifest.crs == "EPSG:2056"
+    assert manifest.crs == "EPSG:2056" and manifest.pixel_size_m == 0.1
     assert len(manifest.tiles) == 9  # 3 columns x 3 rows, edge tiles padded
     assert {t.key for t in manifest.tiles} == set(tile_objects(f"s3://{bucket}/tiles"))
     pixels = random_pixels(3, 600, 700)
@@ -330,6 +332,10 @@ def test_uint16_is_scaled_by_the_documented_rule(tmp_path: Path) -> None:
         (lambda p: write_geotiff(p, random_pixels(3, 256, 256).astype("float32")), "float32"),
         (lambda p: write_geotiff(p, random_pixels(2, 256, 256)), "2 bands"),
         (lambda p: (p.write_text("not a raster"), p)[1], "not a raster GDAL can read"),
+        (
+            lambda p: write_geotiff(p, random_pixels(3, 256, 256), geotransform=False),
+            "no geotransform, so its pixel size is unknown",
+        ),
     ],
 )
 def test_unusable_rasters_fail_with_one_line(
@@ -340,6 +346,25 @@ def test_unusable_rasters_fail_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "t").exists()
+
+
+def test_geographic_raster_records_its_pixel_size_in_metres_and_warns_of_stretch(
+    tmp_path: Path, capsys
+) -> None:
+    raster = tmp_path / "wgs84.tif"
+    with rasterio.open(
+        raster, "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8",
+        crs="EPSG:4326", transform=Affine(1e-6, 0, 7.44, 0, -1e-6, 47.0),
+    ) as dataset:  # fmt: skip
+        dataset.write(random_pixels(3, 256, 256))
+
+    assert run_prepare(str(raster), str(tmp_path / "t"), str(tmp_path / "m.json")) == 0
+
+    manifest = load_manifest(str(tmp_path / "m.json"))
+    assert manifest.pixel_size_m == pytest.approx((0.0760 * 0.1112) ** 0.5, rel=1e-3)
+    assert "pixels of 0.0761 x 0.111 m (geographic CRS, at its centre) on the ground" in (
+        capsys.readouterr().err
+    )
 
 
 def test_missing_raster_on_s3_names_it(bucket: str, tmp_path: Path, capsys) -> None:

@@ -37,7 +37,7 @@ def tile_uri(index: int) -> str:
     return f"s3://tiles/scene/t_{index:04d}.png"
 
 
-def manifest_of(count: int) -> Manifest:
+def manifest_of(count: int, pixel_size_m: float | None = 0.1) -> Manifest:
     tiles = [
         TileRecord(
             key=uri_io.basename(tile_uri(i)),
@@ -61,6 +61,7 @@ def manifest_of(count: int) -> Manifest:
         overlap=0,
         tiles_prefix="s3://tiles/scene",
         tiles=tiles,
+        pixel_size_m=pixel_size_m,
     )
 
 
@@ -321,10 +322,12 @@ def test_split_that_leaves_val_or_test_empty_is_a_usage_error() -> None:
 # --- the stage on the embedded S3 ----------------------------------------------------------
 
 
-def write_scenario(bucket: str, export_format: str = "annotation") -> tuple[str, str]:
+def write_scenario(
+    bucket: str, export_format: str = "annotation", pixel_size_m: float | None = 0.1
+) -> tuple[str, str]:
     """Eight tiles: six with panels, one empty, one cancelled; plus one malformed object."""
     manifest_uri = f"s3://{bucket}/manifest.json"
-    save_manifest(manifest_uri, manifest_of(8))
+    save_manifest(manifest_uri, manifest_of(8, pixel_size_m))
     prefix = f"s3://{bucket}/annotations"
     objects = {}
     for task_id in range(6):
@@ -362,6 +365,7 @@ def test_stage_writes_annotations_and_prints_the_summary(
     assert annotations.images[2].boxes == [(2, 2, 12, 12)]
     assert annotations.images[6].boxes == []
     assert {i.split for i in annotations.images if i.boxes} == {"train", "val", "test"}
+    assert annotations.pixel_size_m == 0.1
     printed = capsys.readouterr()
     assert "9 objects read, 8 tasks, 7 kept (1 without panels), 6 boxes" in printed.out
     assert "1 cancelled (skipped) task, 1 malformed (object or result)" in printed.out
@@ -374,6 +378,20 @@ def test_same_input_gives_the_same_bytes(bucket: str, tmp_path: Path) -> None:
     assert run_preprocess(prefix, manifest, str(first)) == 0
     assert run_preprocess(prefix, manifest, str(second)) == 0  # a folder gets annotations.json
     assert first.read_bytes() == (second / "annotations.json").read_bytes()
+
+
+def test_manifest_from_before_pixel_sizes_gives_annotations_without_one(
+    bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix, manifest = write_scenario(bucket, pixel_size_m=None)
+    out = tmp_path / "annotations.json"
+
+    assert run_preprocess(prefix, manifest, str(out)) == 0
+
+    assert load_annotations(str(out)).pixel_size_m is None
+    assert "records no pixel size (prepared before pixel sizes were recorded)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_listing_follows_pagination(bucket: str, tmp_path: Path) -> None:

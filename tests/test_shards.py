@@ -121,7 +121,7 @@ def window_detections(grid, rng: np.random.Generator) -> dict[int, tuple]:
     for row_index, column_index, window in grid.windows():
         x0, y0, x1, y1 = grid.owned_area(row_index, column_index)
         x0, y0 = max(x0, window.col_off), max(y0, window.row_off)
-        x1, y1 = min(x1, window.col_off + grid.size), min(y1, window.row_off + grid.size)
+        x1, y1 = min(x1, window.col_off + grid.width), min(y1, window.row_off + grid.height)
         count = int(rng.integers(0, 6))
         centres = np.column_stack([rng.uniform(x0, x1, count), rng.uniform(y0, y1, count)])
         if column_index > 0:  # the right half of a twin pair across the cut on the left

@@ -11,7 +11,13 @@ import pytest
 import rasterio
 
 from components.core.errors import UsageError
-from components.synth import SceneInfo, generate_scene, truth_uri_for, write_scene
+from components.synth import (
+    SceneInfo,
+    generate_mosaic,
+    generate_scene,
+    truth_uri_for,
+    write_scene,
+)
 
 SIZE = 512
 SEED = 8  # a 512-px scene with a dozen panels, two of them partly under trees
@@ -167,3 +173,25 @@ def test_a_negative_seed_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_geojson_raster_name_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"\.geojson"):
         write_scene(str(tmp_path / "scene.geojson"), size=64)
+
+
+def test_mosaic_sets_towns_of_their_own_seeds_side_by_side() -> None:
+    mosaic = generate_mosaic(512, seed=1, parts=2)
+    offset = 0
+    for index, (top, left) in enumerate(((0, 0), (0, 256), (256, 0), (256, 256))):
+        town = generate_scene(256, seed=4 + index)  # seeds seed * parts**2 onwards
+        assert np.array_equal(mosaic.image[top : top + 256, left : left + 256], town.image)
+        count = len(town.panel_corners)
+        np.testing.assert_array_equal(
+            mosaic.panel_corners[offset : offset + count],
+            town.panel_corners + np.array([left, top]),
+        )
+        offset += count
+    assert offset == len(mosaic.panel_corners) == len(mosaic.occluded_fraction) > 0
+    assert np.array_equal(generate_mosaic(256, seed=3, parts=1).image, generate_scene(256, 3).image)
+
+
+def test_parts_that_do_not_cut_the_scene_evenly_are_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot be cut into 3x3 equal parts"):
+        write_scene(str(tmp_path / "scene.tif"), size=512, parts=3)
+    assert not list(tmp_path.iterdir())

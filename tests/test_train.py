@@ -50,7 +50,9 @@ def trained(s3_server, tmp_path_factory) -> dict[str, str]:
 
     bucket = "train-module"
     ensure_bucket(bucket)
-    write_tile_set(f"s3://{bucket}/data", count=6, size=64, splits=("train", "train", "val"))
+    write_tile_set(
+        f"s3://{bucket}/data", count=6, size=64, splits=("train", "train", "val"), pixel_size_m=0.1
+    )
     out = f"s3://{bucket}/run"
     result = run_train("--annotations", f"s3://{bucket}/data/annotations.json", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -96,6 +98,12 @@ def test_train_writes_checkpoint_metrics_params_and_logs(trained, tmp_path: Path
     assert checkpoint["state_dict"] and all(
         k.startswith("model.") for k in checkpoint["state_dict"]
     )
+    assert hparams["pixel_size_m"] == pytest.approx(0.1) == hparams["data_pixel_size_m"]
+    settings = dict(setting.removeprefix("train.").split("=") for setting in TINY)
+    assert hparams["train"] == TrainParams(**settings).model_dump(mode="json")
+    point = checkpoint["val_operating_point"]
+    assert 0.0 <= point["score_threshold"] <= 1.0 and point["iou_threshold"] == 0.5
+    assert metrics["val_score_threshold"] == pytest.approx(point["score_threshold"])
 
 
 def test_resume_continues_from_the_last_checkpoint(trained, tmp_path: Path) -> None:
@@ -149,6 +157,14 @@ def test_gpu_requested_without_cuda_is_an_error_or_falls_back_by_param() -> None
         resolve_hardware(TrainParams(accelerator="gpu"))
     plan = resolve_hardware(TrainParams(accelerator="gpu", fallback_to_cpu=True))
     assert (plan.accelerator, plan.precision) == ("cpu", "32-true")
+
+
+def test_cpu_threads_default_to_the_usable_cpus() -> None:
+    """The cgroup cap itself is checked in test_shards (components/core/cpus.py)."""
+    from components.core.cpus import usable_cpus
+
+    assert resolve_hardware(TrainParams(accelerator="cpu")).cpu_threads == usable_cpus()
+    assert resolve_hardware(TrainParams(accelerator="cpu", cpu_threads=3)).cpu_threads == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

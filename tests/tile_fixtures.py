@@ -34,9 +34,10 @@ def write_tile_set(
     size: int = 64,
     splits: tuple[str, ...] = ("train",),
     seed: int = 0,
+    pixel_size_m: float | None = None,
 ) -> AnnotationsFile:
     """``count`` tiles under ``<prefix>/tiles/`` with 1-2 random panels each (split cycled
-    through ``splits``), and their ``<prefix>/annotations.json``."""
+    through ``splits``), and their ``<prefix>/annotations.json`` (recording ``pixel_size_m``)."""
     rng = np.random.default_rng(seed)
     images = []
     for index in range(count):
@@ -59,6 +60,6 @@ def write_tile_set(
                 task_id=index,
             )
         )
-    annotations = AnnotationsFile(classes=["solar_panel"], images=images)
+    annotations = AnnotationsFile(classes=["solar_panel"], images=images, pixel_size_m=pixel_size_m)
     save_annotations(uri_io.join(prefix, "annotations.json"), annotations)
     return annotations

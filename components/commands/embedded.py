@@ -17,6 +17,9 @@ from components.core.errors import SolarpipeError
 # Scene edge in px: 256 tiles of 256 px, ~180 for training. Data, not steps, limited the model
 # on 3072 px (101 training tiles): test mAP@0.5 0.70 after 6 CPU minutes vs 0.84 on 4096 px.
 DEFAULT_SCENE_SIZE = 4096
+# Towns per side of the default scene. One town has one street-grid angle and one sun, so a
+# model trained on it learns those and misses panels in other towns; see the README's figures.
+DEFAULT_SCENE_PARTS = 2
 SCENE_FOLDER = Path("data") / "quickstart-scenes"
 
 
@@ -62,21 +65,29 @@ def stage_environment() -> dict[str, str]:
     return env
 
 
-def provide_scene(project: Path, raster_uri: str, size: int, seed: int, who: str) -> None:
-    """Put the synthetic scene and its truth at ``raster_uri``: synthesized once per size and
-    seed into the project's ``data/`` (same size and seed, same bytes), uploaded from there.
+def provide_scene(
+    project: Path,
+    raster_uri: str,
+    size: int,
+    seed: int,
+    who: str,
+    parts: int = DEFAULT_SCENE_PARTS,
+) -> None:
+    """Put the synthetic scene and its truth at ``raster_uri``: synthesized once per size, seed
+    and town count into the project's ``data/`` (the same bytes each time), uploaded from there.
 
     The embedded S3 forgets the scene when it stops; keeping it spares a second quickstart
     the synthesis (21 CPU seconds of a 4096-px scene, against 1 s to upload its 33 MB).
     """
     from components.synth.geotiff import truth_uri_for, write_scene
 
-    kept = project / SCENE_FOLDER / f"synthetic-{size}px-seed{seed}.tif"
+    towns = f"-{parts}x{parts}towns" if parts > 1 else ""
+    kept = project / SCENE_FOLDER / f"synthetic-{size}px-seed{seed}{towns}.tif"
     kept_truth = Path(truth_uri_for(str(kept)))
     if kept.exists() and kept_truth.exists():
         print(f"{who}: using the {size}x{size} px scene kept in {kept}")
     else:
-        info = write_scene(str(kept), size=size, seed=seed)
+        info = write_scene(str(kept), size=size, seed=seed, parts=parts)
         print(f"{who}: synthesized {size}x{size} px scene with {info.panel_count} panels")
     uri_io.upload_file(kept, raster_uri)
     uri_io.upload_file(kept_truth, truth_uri_for(raster_uri))

@@ -90,6 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # constrained items, e.g. list[Annotated[float, Field(gt=1)]]
+        return _type_name(typing.get_args(annotation)[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):

@@ -18,6 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from components.commands.embedded import (
+    DEFAULT_SCENE_PARTS,
     DEFAULT_SCENE_SIZE,
     configured_or_embedded_s3,
     label_if_unlabelled,
@@ -34,6 +35,7 @@ from components.core.params import Params, load_params
 log = get_logger(__name__)
 LOCK_FILE = ".solarpipe-quickstart.lock"
 QUICKSTART_SCENE_SIZE = DEFAULT_SCENE_SIZE
+QUICKSTART_SCENE_PARTS = DEFAULT_SCENE_PARTS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"synthetic scene edge in px (default {QUICKSTART_SCENE_SIZE})",
     )
     parser.add_argument("--seed", type=int, default=0, help="synthetic scene seed")
+    parser.add_argument(
+        "--parts",
+        type=int,
+        default=QUICKSTART_SCENE_PARTS,
+        help=f"towns per side of the scene, each its own seed (default {QUICKSTART_SCENE_PARTS})",
+    )
     parser.add_argument(
         "--port",
         type=int,
@@ -115,7 +123,7 @@ def run_pipeline(
     data = params.data
     ensure_bucket(data.bucket)
     if not uri_io.exists(data.raster):
-        provide_scene(project, data.raster, args.size, args.seed, "quickstart")
+        provide_scene(project, data.raster, args.size, args.seed, "quickstart", args.parts)
     dvc = [sys.executable, "-m", "dvc"]
     run_command([*dvc, "repro", "prepare"], project, env, "quickstart")
     lost = missing_tiles(project / "data" / "manifest.json")

@@ -11,6 +11,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="GeoTIFF URI (local path or s3://)")
     parser.add_argument("--size", type=int, default=2048, help="edge in pixels (default 2048)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--parts",
+        type=int,
+        default=1,
+        help="towns per side: 2 sets 2x2 towns of their own seeds (street angle, sun) side by "
+        "side (default 1)",
+    )
     parser.set_defaults(handler=write_synthetic_scene)
 
 
@@ -19,6 +26,6 @@ def write_synthetic_scene(args: argparse.Namespace) -> None:
         raise UsageError(f"--size must be at least 64 pixels, got {args.size}")
     from components.synth.geotiff import write_scene
 
-    info = write_scene(args.out, size=args.size, seed=args.seed)
+    info = write_scene(args.out, size=args.size, seed=args.seed, parts=args.parts)
     print(f"scene: {info.raster_uri} ({info.width}x{info.height} px, {info.panel_count} panels)")
     print(f"truth: {info.truth_uri}")

@@ -1,4 +1,5 @@
-"""The prepare manifest: every tile's key, pixel window, size, checksum, geotransform and CRS.
+"""The prepare manifest: every tile's key, pixel window, size, checksum, geotransform and CRS,
+and the raster's pixel size on the ground (``pixel_size_m``; ``null`` in older manifests).
 
 Written by prepare, read by preprocess, annotate-from-truth and the DVC graph. Its bytes are
 stable for identical input (sorted keys, no timestamps) so DVC hashes content.
@@ -6,7 +7,7 @@ stable for identical input (sorted keys, no timestamps) so DVC hashes content.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.core import uri as uri_io
 from components.core.errors import SolarpipeError
@@ -51,6 +52,7 @@ class Manifest(BaseModel):
     overlap: int
     tiles_prefix: str
     tiles: list[TileRecord]
+    pixel_size_m: float | None = Field(None, gt=0)  # metres per pixel (mean of x and y)
     shard: str | None = None  # "I/N" in a shard's part; absent in a whole (or merged) manifest
 
 

@@ -162,6 +162,7 @@ class PreviewParams(Section):
 # The torchvision detectors train can build (components/ml/detector.py maps each to a model).
 Architecture = Literal[
     "ssdlite320_mobilenet_v3_large",
+    "ssdlite_mobilenet_v3_large_stride8",
     "fasterrcnn_resnet50_fpn_v2",
     "fasterrcnn_mobilenet_v3_large_fpn",
 ]
@@ -171,6 +172,11 @@ class TrainParams(Section):
     arch: Architecture = Field(
         "ssdlite320_mobilenet_v3_large",
         description="torchvision detector: ssdlite on CPU, fasterrcnn_resnet50_fpn_v2 on a GPU",
+    )
+    anchor_ratios: list[Annotated[float, Field(gt=1)]] = Field(
+        default_factory=lambda: [2.0, 3.0],
+        min_length=1,
+        description="ssdlite: anchor aspect ratios besides 1:1, each landscape and portrait",
     )
     pretrained: Literal["none", "coco", "imagenet"] = Field(
         "none", description="initial weights; coco/imagenet download them (network needed)"
@@ -188,6 +194,15 @@ class TrainParams(Section):
     )
     image_size: int = Field(256, gt=0, description="model input edge in px (tiles are resized)")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of the training process; 0 = the cores it may use (affinity, "
+        "cgroup CPU limit); 1 is several times faster when other work shares the cores",
+    )
+    persistent_workers: bool = Field(
+        True, description="keep the DataLoader worker processes between epochs"
+    )
     prefetch: int = Field(8, ge=0, description="concurrent S3 GETs ahead of the sampler per worker")
     cache_dir: str = Field("", description="local tile cache; empty = off")
     early_stopping_patience: int = Field(
@@ -212,6 +227,12 @@ class TrainParams(Section):
     )
     augment: bool = Field(True, description="random flips, 90° turns and colour jitter")
     color_jitter: float = Field(0.0, ge=0, le=1, description="colour jitter strength; 0 = off")
+    coarsen_max: float = Field(
+        1.0,
+        ge=1,
+        description="augmentation: half the tiles get pixels up to this many times coarser "
+        "(shrunk, enlarged back), like imagery of larger pixels resampled; 1 = off",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     warmup_fraction: float = Field(
         0.05, ge=0, lt=1, description="share of the budget (epochs or time) for linear warm-up"
@@ -226,8 +247,12 @@ class TrainParams(Section):
 
 class ExportParams(Section):
     name: str = Field("solar_panel_detector", description="BentoML model name")
-    score_threshold: float = Field(
-        0.3, ge=0, le=1, description="default score threshold inside the scripted model"
+    score_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="default score threshold inside the scripted model; null = the one with "
+        "the best F1 on the val split (recorded by train)",
     )
     parity_atol: float = Field(1e-3, gt=0, description="eager vs TorchScript tolerance (px, score)")
     parity_samples: int = Field(4, gt=0, description="sample images of the parity check")
@@ -238,8 +263,11 @@ class ExportParams(Section):
 
 
 class EvaluateParams(Section):
-    score_threshold: float = Field(
-        0.3, ge=0, le=1, description="precision/recall/F1 count detections above this score"
+    score_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="precision/recall/F1 count detections above this score; null = the model's",
     )
     iou_threshold: float = Field(0.5, gt=0, le=1, description="IoU that makes a detection a hit")
     overlays: int = Field(4, ge=0, description="best and worst tiles drawn")
@@ -250,13 +278,24 @@ class EvaluateParams(Section):
 
 class DetectParams(Section):
     window: int = Field(
-        0, ge=0, description="window edge in raster pixels; 0 = the model's image_size (its scale)"
+        0,
+        ge=0,
+        description="window edge in pixels at the model's pixel size; 0 = the model's image_size",
     )
-    overlap: int = Field(64, ge=0, description="pixels shared by neighbouring windows")
+    overlap: int = Field(
+        64, ge=0, description="pixels (at the model's pixel size) shared by neighbouring windows"
+    )
     batch_size: int = Field(4, gt=0, description="windows per forward pass")
-    score_threshold: float = Field(0.3, ge=0, le=1, description="detections kept above this score")
+    score_threshold: float | None = Field(
+        None, ge=0, le=1, description="detections kept above this score; null = the model's own"
+    )
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which seam duplicates merge")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
+    resample: Literal["auto", "force", "never"] = Field(
+        "auto",
+        description="read a raster of another pixel size at the model's: auto = within "
+        "0.25x-4x of it (refused outside), force = at any ratio, never = at the raster's own pixels",
+    )
 
 
 StageName = Literal[STAGE_NAMES]  # type: ignore[valid-type]

@@ -2,7 +2,8 @@
 
 --raster: one GeoTIFF, a .vrt, or a prefix ending in / whose GeoTIFFs form one mosaic (local
 or s3://). Streams overlapping windows (detect.window, detect.overlap) through the TorchScript
-model in batches, merges detections across window seams (NMS), and writes a GeoJSON
+model in batches (a raster of another pixel size is resampled to the model's within 0.25x-4x,
+refused outside unless detect.resample=force), merges detections across window seams (NMS), and writes a GeoJSON
 FeatureCollection: one polygon per panel, with its score, in the raster's CRS. --shard I/N runs
 only shard I (from 0) of N and writes its detections part to --out (a prefix ending in / gets
 shard-IIII-of-NNNN.npz under it); `solarpipe shards merge-detections` merges the parts.
@@ -26,16 +27,25 @@ def run(args: argparse.Namespace, params: Params) -> str:
 
     shard = parse_shard(args.shard)
     summary = detect(args.raster, args.model, args.out, params.detect, params.prepare, shard)
+    columns, rows = summary.window
+    scale = (
+        f"raster {summary.raster_pixel_size} resampled to the model's "
+        f"{summary.model_pixel_size_m:g} m"
+        if summary.resampled
+        else f"raster {summary.raster_pixel_size}, model {summary.model_pixel_size_m:g} m"
+    )
     if shard.is_whole:
         print(
-            f"detect: {summary.panels} panels in {summary.windows} windows of {summary.window} px "
-            f"({summary.skipped_nodata} all-nodata windows skipped, {summary.merged} duplicates "
+            f"detect: {summary.panels} panels (score >= {summary.score_threshold:g}) in "
+            f"{summary.windows} windows of {columns}x{rows} px ({scale}; "
+            f"{summary.skipped_nodata} all-nodata windows skipped, {summary.merged} duplicates "
             f"merged at seams) → {summary.out_uri}"
         )
     else:
         print(
-            f"detect shard {shard}: {summary.detections} detections in {summary.windows} "
-            f"windows of {summary.window} px ({summary.skipped_nodata} all-nodata windows "
+            f"detect shard {shard}: {summary.detections} detections "
+            f"(score >= {summary.score_threshold:g}) in {summary.windows} windows of "
+            f"{columns}x{rows} px ({scale}; {summary.skipped_nodata} all-nodata windows "
             f"skipped) → {summary.out_uri}"
         )
     return summary.out_uri

@@ -1,5 +1,9 @@
 """The detect stage's work: windows → batched TorchScript inference → seam merge → GeoJSON.
 
+A raster of another pixel size than the model's is resampled to it on the fly: each window
+spans the ground of ``detect.window`` model pixels (``raster_window``) and the model resizes it
+to its input, so boxes come back in raster pixels and map through the raster's geotransform.
+
 A shard (``--shard I/N``) runs the windows of its part (``components/shards/spec.py``) and
 writes them as a detections part; the whole run is shard ``0/1`` and merges its single part
 with the very function the shard merge uses.
@@ -13,12 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from components.core.errors import UsageError
 from components.core.logs import get_logger
 from components.core.params import DetectParams, PrepareParams
 from components.core.progress import progress_bar
 from components.detect.reader import window_batches
-from components.ml.scripted import load_scripted_model, resolve_device
+from components.ml.scripted import load_scripted_model, model_pixel_size, resolve_device
 from components.raster.mosaic import resolve_raster
+from components.raster.pixel_size import Resampling, format_metres, plan_resampling
 from components.raster.reader import RasterInfo
 from components.raster.windows import WindowGrid, plan_grid
 from components.shards.detections import DetectionPart, save_part, write_detections
@@ -29,7 +35,11 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class DetectSummary:
-    window: int
+    window: tuple[int, int]  # columns, rows of raster pixels
+    raster_pixel_size: str
+    model_pixel_size_m: float
+    resampled: bool
+    score_threshold: float
     windows: int
     skipped_nodata: int
     detections: int  # kept by their windows, before the seam merge
@@ -89,18 +99,41 @@ def owned_detections(
     )
 
 
+Pair = tuple[int, int]  # (columns, rows)
+
+
+def raster_window(
+    resampling: Resampling, model_window: int, model_overlap: int
+) -> tuple[Pair, Pair]:
+    """Window and overlap edges in raster pixels for ``model_window`` and ``model_overlap``
+    model pixels."""
+    if not 0 <= model_overlap < model_window:
+        raise UsageError(
+            f"detect.overlap must be in [0, window={model_window}), got {model_overlap}"
+        )
+    columns, rows = (max(1, edge) for edge in resampling.raster_pixels(model_window))
+    shared_columns, shared_rows = resampling.raster_pixels(model_overlap)
+    return (columns, rows), (min(shared_columns, columns - 1), min(shared_rows, rows - 1))
+
+
 def part_meta(
-    raster: RasterInfo, grid: WindowGrid, classes: list[str], params: DetectParams, shard: ShardSpec
+    raster: RasterInfo,
+    grid: WindowGrid,
+    overlap: Pair,
+    classes: list[str],
+    params: DetectParams,
+    shard: ShardSpec,
 ) -> dict[str, Any]:
-    """What the merge must agree on across shards, and this shard's identity."""
+    """What the merge must agree on across shards, and this shard's identity; ``window`` and
+    ``overlap`` in raster pixels (columns, rows)."""
     return {
         "raster": raster.uri,
         "crs": raster.crs,
         "transform": list(raster.transform)[:6],
         "width": raster.width,
         "height": raster.height,
-        "window": grid.size,
-        "overlap": params.overlap,
+        "window": [grid.width, grid.height],
+        "overlap": list(overlap),
         "classes": classes,
         "nms_iou": params.nms_iou,
         "score_threshold": params.score_threshold,
@@ -164,22 +197,60 @@ def detect(
     raster = source.info
     device = resolve_device(params.device, "detect.device")
     model = load_scripted_model(model_uri, device)
-    grid = plan_grid(
-        raster.width, raster.height, params.window or int(model.image_size), params.overlap
+    model_size_m = model_pixel_size(model, model_uri)
+    resampling = plan_resampling(raster.pixel_size, model_size_m, params.resample, raster_uri)
+    window, overlap = raster_window(
+        resampling, params.window or int(model.image_size), params.overlap
     )
+    grid = plan_grid(raster.width, raster.height, window, overlap)
+    log_scale(raster, model_size_m, resampling, grid, params.resample)
+    if params.score_threshold is None:
+        params = params.model_copy(update={"score_threshold": float(model.score_threshold)})
     cells = shard_cells(grid.covered(source.footprints), shard)
     detections, found_in, skipped = detect_windows(
         model, raster, grid, cells, params, prepare_params
     )
     boxes, scores, labels = detections.arrays()
-    meta = part_meta(raster, grid, list(model.classes), params, shard)
+    meta = part_meta(raster, grid, overlap, list(model.classes), params, shard)
     meta.update(windows=len(cells), skipped_nodata=skipped)
     part = DetectionPart(meta, boxes, scores, labels, np.asarray(found_in, dtype=np.int64))
+    summary = {
+        "window": (grid.width, grid.height),
+        "raster_pixel_size": raster.pixel_size.describe(),
+        "model_pixel_size_m": model_size_m,
+        "resampled": resampling.active,
+        "score_threshold": float(params.score_threshold),
+        "windows": len(cells),
+        "skipped_nodata": skipped,
+        "detections": len(boxes),
+    }
     if shard.is_whole:
         merged = write_detections(out_target, [part])
         return DetectSummary(
-            grid.size, len(cells), skipped, len(boxes), merged.merged, merged.panels, out_target
+            **summary, merged=merged.merged, panels=merged.panels, out_uri=out_target
         )
     out_uri = part_uri(out_target, shard, ".npz")
     save_part(out_uri, part)
-    return DetectSummary(grid.size, len(cells), skipped, len(boxes), None, None, out_uri)
+    return DetectSummary(**summary, merged=None, panels=None, out_uri=out_uri)
+
+
+def log_scale(
+    raster: RasterInfo, model_size_m: float, resampling: Resampling, grid: WindowGrid, mode: str
+) -> None:
+    raster_size = raster.pixel_size.describe()
+    model_size = f"{format_metres(model_size_m)} m"
+    if resampling.active:
+        log.info(
+            "raster pixels %s, model pixels %s: windows of %dx%d raster px resampled to the "
+            "model's pixel size",
+            raster_size,
+            model_size,
+            grid.width,
+            grid.height,
+        )
+    elif mode == "never" and abs(raster.pixel_size.mean_m / model_size_m - 1) > 0.01:
+        log.warning(
+            "detect.resample=never: the raster's %s pixels are read as the model's %s ones",
+            raster_size,
+            model_size,
+        )

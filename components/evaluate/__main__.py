@@ -28,7 +28,8 @@ def run(args: argparse.Namespace, params: Params) -> None:
         f"evaluate: {metrics['images']} {params.evaluate.split} tiles: mAP@0.5 "
         f"{metrics['map_50']:.3f}, mAP@0.5:0.95 {metrics['map']:.3f}, precision "
         f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f}, F1 {metrics['f1']:.3f} "
-        f"at score ≥ {params.evaluate.score_threshold:g}; {args.out}"
+        f"at score ≥ {metrics['score_threshold']:g}, {metrics.get('pixel_size_m', '?')} m pixels; "
+        f"{args.out}"
     )
 
 

@@ -20,17 +20,23 @@ from components.core.errors import SolarpipeError
 from components.core.logs import get_logger
 from components.core.params import EvaluateParams
 from components.core.progress import progress_bar
-from components.evaluate.matching import (
+from components.evaluate.page import evaluation_page
+from components.ml.dataset import FetchOptions, TileStream
+from components.ml.matching import (
     ImageMatches,
     match_image,
     precision_recall_curve,
     precision_recall_f1,
     total_counts,
 )
-from components.evaluate.page import evaluation_page
-from components.ml.dataset import FetchOptions, TileStream
 from components.ml.metrics import MAP_KEYS, map_metric
-from components.ml.scripted import load_scripted_model, model_file_uri, resolve_device
+from components.ml.scripted import (
+    load_scripted_model,
+    model_file_uri,
+    model_pixel_size,
+    resolve_device,
+)
+from components.raster.pixel_size import SAME_PIXEL_SIZE_TOLERANCE
 
 log = get_logger(__name__)
 METRICS_FILE = "metrics.json"
@@ -70,6 +76,11 @@ def evaluate(
         )
     device = resolve_device(params.device, "evaluate.device")
     model = load_scripted_model(model_uri, device)
+    model_size_m = model_pixel_size(model, model_uri)
+    tiles_size_m = annotations.input_pixel_size(int(model.image_size))
+    check_pixel_sizes(tiles_size_m, model_size_m, annotations_uri)
+    if params.score_threshold is None:
+        params = params.model_copy(update={"score_threshold": float(model.score_threshold)})
     classes = list(model.classes)
     stream = TileStream(records, classes, params.batch_size, fetch=FetchOptions())
     mean_ap = map_metric()  # COCO: the best 100 detections per tile
@@ -98,7 +109,10 @@ def evaluate(
         truth_boxes=sum(r.matches.ground_truth for r in results),
         score_threshold=params.score_threshold,
         iou_threshold=params.iou_threshold,
+        model_pixel_size_m=model_size_m,
     )
+    if tiles_size_m is not None:  # flat numbers only (DVC metrics): absent when unknown
+        metrics["pixel_size_m"] = round(tiles_size_m, 6)
     curve = precision_recall_curve([r.matches for r in results])
     with uri_io.local_output_dir(out_uri) as staging:
         uri_io.write_json(str(staging / METRICS_FILE), metrics)
@@ -108,6 +122,20 @@ def evaluate(
         (staging / PAGE_FILE).write_text(page)
     log.info("evaluated %s on %d tiles", model_file_uri(model_uri), len(results))
     return Evaluation(metrics, page)
+
+
+def check_pixel_sizes(tiles_m: float | None, model_m: float, annotations_uri: str) -> None:
+    """Warn when the tiles are scored at another pixel size than the model's (or unknown)."""
+    if tiles_m is None:
+        log.warning("%s records no pixel size: scoring its tiles as they are", annotations_uri)
+    elif abs(tiles_m / model_m - 1) > SAME_PIXEL_SIZE_TOLERANCE:
+        log.warning(
+            "the tiles of %s make %g m model-input pixels, the model's are %g m: scored "
+            "without resampling (detect resamples whole rasters)",
+            annotations_uri,
+            tiles_m,
+            model_m,
+        )
 
 
 def _tile_result(

@@ -41,6 +41,16 @@ def check_model_name(model_name: str) -> None:
         raise UsageError(f"export.name={model_name!r} is not a valid BentoML model name: {problem}")
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` with every ``None`` left out of its mappings and lists: BentoML metadata
+    accepts only plain non-null values (a param left unset is simply absent there)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [without_nulls(item) for item in value if item is not None]
+    return value
+
+
 def write_bento_archive(
     model_file: Path,
     out_dir: Path,
@@ -57,7 +67,7 @@ def write_bento_archive(
     with tempfile.TemporaryDirectory(prefix="solarpipe-bentoml-") as store_dir:
         store = ModelStore(store_dir)
         with bentoml.models.create(
-            model_name, labels=labels, metadata=metadata, _model_store=store
+            model_name, labels=labels, metadata=without_nulls(metadata), _model_store=store
         ) as bento_model:
             shutil.copyfile(model_file, bento_model.path_of(model_file.name))
         # absolute: BentoML hands the path to fsspec, which reads a relative one from "/"

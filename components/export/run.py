@@ -20,6 +20,7 @@ from components.export.bento import check_model_name, write_bento_archive
 from components.export.parity import check_parity, sample_images
 from components.ml.checkpoint import CheckpointInfo, load_detector_checkpoint
 from components.ml.scripted import (
+    DEFAULT_PIXEL_SIZE_M,
     EXPORT_SUMMARY_FILE,
     MODEL_FILE,
     ServedDetector,
@@ -29,6 +30,8 @@ from components.ml.scripted import (
 
 log = get_logger(__name__)
 GIT_REVISION_VARIABLE = "SOLARPIPE_GIT_REVISION"
+# Score threshold of a model whose checkpoint records none chosen on val (older checkpoints).
+FALLBACK_SCORE_THRESHOLD = 0.3
 
 
 def git_revision() -> str | None:
@@ -59,12 +62,39 @@ def training_metrics(checkpoint_uri: str) -> dict[str, Any]:
     }
 
 
-def model_metadata(info: CheckpointInfo, params: ExportParams) -> dict[str, Any]:
+def score_threshold(info: CheckpointInfo, params: ExportParams) -> tuple[float, str]:
+    """The model's default score threshold and where it comes from."""
+    if params.score_threshold is not None:
+        return params.score_threshold, "export.score_threshold"
+    if info.val_score_threshold is not None:
+        return info.val_score_threshold, "best F1 on the val split"
+    log.warning(
+        "%s records no score threshold chosen on the val split: using %g",
+        info.uri,
+        FALLBACK_SCORE_THRESHOLD,
+    )
+    return FALLBACK_SCORE_THRESHOLD, "fallback (checkpoint records none)"
+
+
+def recorded_pixel_size(info: CheckpointInfo) -> float | None:
+    if info.pixel_size_m is None:
+        log.warning(
+            "%s records no pixel size (written before pixel sizes were recorded): the model "
+            "records none, and detect and evaluate will assume %g m",
+            info.uri,
+            DEFAULT_PIXEL_SIZE_M,
+        )
+    return info.pixel_size_m
+
+
+def model_metadata(info: CheckpointInfo, threshold: float, threshold_source: str) -> dict[str, Any]:
     """What the BentoML model records about itself (plain YAML types only)."""
     metadata: dict[str, Any] = {
         "arch": info.spec.arch,
         "image_size": info.spec.image_size,
-        "score_threshold": params.score_threshold,
+        "pixel_size_m": info.pixel_size_m,
+        "score_threshold": threshold,
+        "score_threshold_source": threshold_source,
         "classes": list(info.spec.classes),
         "model_file": MODEL_FILE,
         "torch_version": str(torch.__version__),
@@ -72,6 +102,8 @@ def model_metadata(info: CheckpointInfo, params: ExportParams) -> dict[str, Any]
         "checkpoint": info.uri,
         "metrics": training_metrics(info.uri),
     }
+    if info.train:
+        metadata["train_params"] = info.train
     if info.epoch is not None:
         metadata["epoch"] = int(info.epoch)
     revision = git_revision()
@@ -85,11 +117,18 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
     check_model_name(params.name)
     started = time.perf_counter()
     detector, info = load_detector_checkpoint(checkpoint_uri)
+    threshold, threshold_source = score_threshold(info, params)
+    pixel_size_m = recorded_pixel_size(info)
     served = ServedDetector(
-        detector, info.spec.arch, info.spec.image_size, info.spec.classes, params.score_threshold
+        detector,
+        info.spec.arch,
+        info.spec.image_size,
+        info.spec.classes,
+        threshold,
+        pixel_size_m or 0.0,
     )
     scripted = script_detector(served)
-    metadata = model_metadata(info, params)
+    metadata = model_metadata(info, threshold, threshold_source)
     with uri_io.local_output_dir(out_uri) as staging:
         model_path = staging / MODEL_FILE
         scripted.save(str(model_path))
@@ -110,7 +149,9 @@ def export(checkpoint_uri: str, out_uri: str, params: ExportParams) -> dict[str,
             "arch": info.spec.arch,
             "classes": info.spec.classes,
             "image_size": info.spec.image_size,
-            "score_threshold": params.score_threshold,
+            "pixel_size_m": pixel_size_m,
+            "score_threshold": threshold,
+            "score_threshold_source": threshold_source,
             "model_file": MODEL_FILE,
             "model_bytes": model_path.stat().st_size,
             "bento_tag": tag,

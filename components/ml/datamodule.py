@@ -1,15 +1,17 @@
 """The Lightning data module: train/val/test :class:`TileStream` loaders from ``annotations.json``.
 
-The train loader is rebuilt every epoch (``reload_dataloaders_every_n_epochs=1``) so that its
-stream carries the trainer's epoch, also after ``--resume``: a new order and new augmentation
-per epoch, the same for the same seed.
+Each loader is built once and keeps its worker processes between epochs
+(``train.persistent_workers``; otherwise the trainer rebuilds them every epoch);
+:class:`StreamEpoch` hands the trainer's epoch to the train stream
+before each epoch (shared memory, so the workers see it), also after ``--resume``: a new order
+and new augmentation per epoch, the same for the same seed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 from components.core.annotations import AnnotationsFile, Split
@@ -51,7 +53,7 @@ class TileDataModule(LightningDataModule):
             shuffle=training,
             drop_last=training,
             seed=self.params.seed,
-            transform=train_transform(self.params.color_jitter)
+            transform=train_transform(self.params.color_jitter, self.params.coarsen_max)
             if training and self.params.augment
             else eval_transform(),
             fetch=self.fetch_options(),
@@ -74,11 +76,12 @@ class TileDataModule(LightningDataModule):
             collate_fn=_keep_batch,
             pin_memory=self.pin_memory,
             prefetch_factor=2 if workers else None,
+            persistent_workers=workers > 0 and self.params.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
         stream = self.streams["train"]
-        stream.set_epoch(self.trainer.current_epoch if self.trainer else 0)
+        stream.set_epoch(upcoming_epoch(self.trainer) if self.trainer else 0)
         return self.loader(stream)
 
     def val_dataloader(self) -> DataLoader[Any]:
@@ -86,3 +89,20 @@ class TileDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader[Any]:
         return self.loader(self.streams["test"])
+
+
+def upcoming_epoch(trainer: Trainer) -> int:
+    """The epoch the train loader is built or restarted for, as Lightning numbers its samplers'
+    epochs. Not ``current_epoch``: a resumed run builds the loader (and persistent workers start
+    reading) before ``current_epoch`` counts the restored epochs, so the resumed epoch would
+    replay epoch 0's order (measured: weights unlike an uninterrupted run's)."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
+class StreamEpoch(Callback):
+    """Set the train stream's epoch before each epoch's loader iterator starts."""
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, TileDataModule) and "train" in datamodule.streams:
+            datamodule.streams["train"].set_epoch(upcoming_epoch(trainer))

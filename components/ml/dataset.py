@@ -126,7 +126,8 @@ class TileStream(IterableDataset):
     """Batches of one split's tiles, streamed by URI; see the module docstring.
 
     ``len()`` is the number of batches this rank gets per epoch. Call :meth:`set_epoch` before
-    each epoch (a new DataLoader iterator picks it up) for a new order and new augmentation.
+    each epoch for a new order and new augmentation: the epoch lives in shared memory, so the
+    next DataLoader iterator picks it up also in persistent worker processes.
     """
 
     def __init__(
@@ -152,7 +153,8 @@ class TileStream(IterableDataset):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        self.epoch = 0
+        # Shared memory: DataLoader workers (forked or spawned) see the parent's updates.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.transform = transform or eval_transform()
         self.fetch = fetch or FetchOptions()
         self.rank = rank
@@ -177,8 +179,12 @@ class TileStream(IterableDataset):
         )
         return boxes, labels
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def epoch_batches(self) -> list[list[int]]:
         """This rank's batches (record indices) for the current epoch, in delivery order."""
@@ -199,10 +205,10 @@ class TileStream(IterableDataset):
     def __len__(self) -> int:
         return len(self.epoch_batches())
 
-    def _augment(self, index: int, image: torch.Tensor) -> tuple[torch.Tensor, Target]:
+    def _augment(self, index: int, image: torch.Tensor, epoch: int) -> tuple[torch.Tensor, Target]:
         boxes, labels = self._targets[index]
         # Seeded per (seed, epoch, tile): the same augmentation whatever worker runs it.
-        item_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        item_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(item_seed)
             return apply_transform(self.transform, image, boxes, labels)
@@ -234,6 +240,7 @@ class TileStream(IterableDataset):
     def __iter__(self) -> Iterator[TileBatch]:
         worker = get_worker_info()
         worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        epoch = self.epoch
         my_batches = self.epoch_batches()[worker_id::workers]
         fetched = self._fetched([index for batch in my_batches for index in batch])
         skipped_total = 0
@@ -244,7 +251,7 @@ class TileStream(IterableDataset):
                 index, image = next(fetched)
                 if image is None:
                     continue
-                image, target = self._augment(index, image)
+                image, target = self._augment(index, image, epoch)
                 images.append(image)
                 targets.append(target)
             skipped = len(batch) - len(images)
@@ -255,5 +262,5 @@ class TileStream(IterableDataset):
                 "skipped %d tiles with missing images (worker %d, epoch %d)",
                 skipped_total,
                 worker_id,
-                self.epoch,
+                epoch,
             )

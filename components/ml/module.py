@@ -2,7 +2,11 @@
 
 Checkpoint contract (export, evaluate and detect rely on it): the detector is ``self.model``
 (state-dict keys start with ``model.``) and ``hyper_parameters`` holds the run's whole resolved
-``train`` params, the ``classes`` and the ``anchor_scales`` (see components/ml/checkpoint.py).
+``train`` params, the ``classes``, the ``anchor_scales``, ``pixel_size_m`` (ground size of one
+model-input pixel, ``null`` when the data did not say) and the tiles' ``data_pixel_size_m`` (see
+components/ml/checkpoint.py). Every checkpoint also records ``val_operating_point``: the score
+threshold with the best F1 on the val split at IoU 0.5 for the weights it holds, with that
+precision, recall and F1.
 
 The learning-rate schedule runs over the training *budget*: progress is the larger of the
 share of steps done and the share of ``max_time`` used, so a time-limited run still anneals.
@@ -29,7 +33,10 @@ from components.core.params import TrainParams
 from components.ml.checkpoint import detector_spec
 from components.ml.dataset import TileBatch
 from components.ml.detector import anchor_scales_of, build_detector
+from components.ml.matching import ImageMatches, OperatingPoint, best_f1_threshold, match_image
 from components.ml.metrics import MAP_KEYS, map_metric
+
+OPERATING_POINT_IOU = 0.5  # a val detection counts as found at this IoU (evaluate's default)
 
 STEP_MILESTONES = (0.7, 0.9)  # "step" schedule: lr x0.1 at 70 % and again at 90 % of the budget
 ONECYCLE_WARMUP = 0.3  # "onecycle": warm up over 30 % of the budget, then cosine down
@@ -86,6 +93,8 @@ class DetectorModule(LightningModule):
         train: dict[str, Any],
         classes: Sequence[str],
         anchor_scales: Sequence[float] | None = None,
+        pixel_size_m: float | None = None,
+        data_pixel_size_m: float | None = None,
     ) -> None:
         super().__init__()
         settings = TrainParams.model_validate(train)
@@ -97,6 +106,8 @@ class DetectorModule(LightningModule):
                 "anchor_scales": (
                     list(anchor_scales) if anchor_scales else anchor_scales_of(settings.arch)
                 ),
+                "pixel_size_m": pixel_size_m,
+                "data_pixel_size_m": data_pixel_size_m,
             }
         )
         self.settings = settings
@@ -109,6 +120,7 @@ class DetectorModule(LightningModule):
             settings.image_size,
             settings.pretrained,
             self.spec.anchor_scales,
+            self.spec.anchor_ratios,
         ).to(memory_format=torch.channels_last)
         self.val_map = map_metric()
         self.test_map = map_metric()
@@ -116,6 +128,8 @@ class DetectorModule(LightningModule):
         self._recent_batches: deque[TileBatch] = deque(
             maxlen=max(1, settings.bn_recalibration_batches)
         )
+        self._val_matches: list[ImageMatches] = []
+        self.val_operating_point: OperatingPoint | None = None
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return self.model(images)
@@ -183,13 +197,17 @@ class DetectorModule(LightningModule):
             self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
         return loss
 
-    def _update_map(self, metric: MeanAveragePrecision, batch: TileBatch) -> None:
-        if batch.images:
-            predictions = self.model(batch.images)
-            metric.update(
-                [{k: v.float() if k != "labels" else v for k, v in p.items()} for p in predictions],
-                batch.targets,
-            )
+    def _update_map(
+        self, metric: MeanAveragePrecision, batch: TileBatch
+    ) -> list[dict[str, torch.Tensor]]:
+        if not batch.images:
+            return []
+        predictions = [
+            {k: v.float() if k != "labels" else v for k, v in p.items()}
+            for p in self.model(batch.images)
+        ]
+        metric.update(predictions, batch.targets)
+        return predictions
 
     def _log_map(self, metric: MeanAveragePrecision, prefix: str) -> None:
         result = metric.compute()
@@ -204,10 +222,52 @@ class DetectorModule(LightningModule):
             recalibrate_batch_norm(self.model, self._recent_batches)
 
     def validation_step(self, batch: TileBatch, batch_idx: int) -> None:
-        self._update_map(self.val_map, batch)
+        predictions = self._update_map(self.val_map, batch)
+        for prediction, target in zip(predictions, batch.targets, strict=True):
+            self._val_matches.append(
+                match_image(
+                    prediction["boxes"].cpu(),
+                    prediction["scores"].cpu(),
+                    prediction["labels"].cpu(),
+                    target["boxes"].cpu(),
+                    target["labels"].cpu(),
+                    OPERATING_POINT_IOU,
+                )
+            )
 
     def on_validation_epoch_end(self) -> None:
         self._log_map(self.val_map, "val")
+        if self._val_matches:
+            point = best_f1_threshold(self._val_matches)
+            self._val_matches = []
+            if not self.trainer.sanity_checking:
+                self.val_operating_point = point
+            self.log("val_f1", point.f1)
+            self.log("val_score_threshold", point.threshold)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        point = self.val_operating_point
+        checkpoint["val_operating_point"] = (
+            None
+            if point is None
+            else {
+                "score_threshold": point.threshold,
+                "precision": round(point.precision, 6),
+                "recall": round(point.recall, 6),
+                "f1": round(point.f1, 6),
+                "iou_threshold": OPERATING_POINT_IOU,
+            }
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        recorded = checkpoint.get("val_operating_point")
+        if isinstance(recorded, dict):  # a resumed run keeps it until its next validation
+            self.val_operating_point = OperatingPoint(
+                recorded["score_threshold"],
+                recorded["precision"],
+                recorded["recall"],
+                recorded["f1"],
+            )
 
     def test_step(self, batch: TileBatch, batch_idx: int) -> None:
         self._update_map(self.test_map, batch)

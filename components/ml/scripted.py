@@ -3,13 +3,17 @@
 :class:`ServedDetector` takes images of any size (uint8 ``H×W×3`` as decoded from PNG/JPEG, or
 float ``3×H×W`` in ``[0, 1]``), resizes them to the detector's input size, runs it, and returns
 per image ``boxes`` (``[xmin, ymin, xmax, ymax]`` in the input's pixels), ``scores`` and
-``labels`` (class indices, 1-based; names in ``classes``) above a score threshold. Export
+``labels`` (class indices, 1-based; names in ``classes``) above a score threshold. It also
+carries ``pixel_size_m``, the ground size of one model-input pixel it was trained at (0 when the
+checkpoint did not record it: :func:`model_pixel_size` then assumes
+:data:`DEFAULT_PIXEL_SIZE_M`), and the ``score_threshold`` chosen for it. Export
 scripts it with ``torch.jit.script``; evaluate, detect and the BentoML service load the file with
 :func:`load_scripted_model`.
 """
 
 # No ``from __future__ import annotations`` here: TorchScript needs the annotations evaluated.
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -24,6 +28,10 @@ from components.core.errors import NotFoundError, SolarpipeError, UsageError
 MODEL_FILE = "model.pt"
 EXPORT_SUMMARY_FILE = "export.json"  # beside model.pt: the export's name and version, and more
 DEVICES = ("auto", "cpu", "cuda")
+# Pixel size assumed for a model exported before pixel sizes were recorded: every such model
+# was trained on the quickstart's 0.1 m scenes (SwissImage's pixel size too).
+DEFAULT_PIXEL_SIZE_M = 0.1
+log = logging.getLogger(__name__)
 
 
 class ServedDetector(nn.Module):
@@ -33,6 +41,7 @@ class ServedDetector(nn.Module):
     image_size: int
     score_threshold: float
     classes: list[str]
+    pixel_size_m: float
 
     def __init__(
         self,
@@ -41,6 +50,7 @@ class ServedDetector(nn.Module):
         image_size: int,
         classes: list[str],
         score_threshold: float,
+        pixel_size_m: float = 0.0,
     ) -> None:
         super().__init__()
         self.detector = detector.eval()
@@ -49,6 +59,7 @@ class ServedDetector(nn.Module):
         self.image_size = image_size
         self.classes = list(classes)
         self.score_threshold = float(score_threshold)
+        self.pixel_size_m = float(pixel_size_m)
         # An empty buffer that follows the module's device: inputs are moved to it.
         self.register_buffer("device_anchor", torch.zeros(0), persistent=False)
 
@@ -168,3 +179,18 @@ def load_scripted_model(
                 "pass the model.pt written by the export stage"
             )
     return model.eval()
+
+
+def model_pixel_size(model: torch.jit.ScriptModule, model_uri: str) -> float:
+    """The model's pixel size in metres; :data:`DEFAULT_PIXEL_SIZE_M` with a warning for a
+    model that does not record one (exported before pixel sizes were recorded)."""
+    recorded = float(getattr(model, "pixel_size_m", 0.0))
+    if recorded > 0:
+        return recorded
+    log.warning(
+        "%s records no pixel size (exported before pixel sizes were recorded): assuming "
+        "%g m; export it again from a checkpoint of a current train stage to record it",
+        model_file_uri(model_uri),
+        DEFAULT_PIXEL_SIZE_M,
+    )
+    return DEFAULT_PIXEL_SIZE_M

@@ -1,4 +1,5 @@
-"""Tile augmentation for detector training: flips, 90° rotations and colour jitter, boxes included.
+"""Tile augmentation for detector training: flips, 90° rotations, coarser pixels and colour
+jitter, boxes included.
 
 Built on ``torchvision.transforms.v2``: the image is a ``tv_tensors.Image`` and the boxes a
 ``tv_tensors.BoundingBoxes``, so every geometric step moves the boxes with the pixels.
@@ -6,6 +7,7 @@ Built on ``torchvision.transforms.v2``: the image is a ``tv_tensors.Image`` and 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,13 +51,48 @@ def _rotate_boxes_90(boxes: tv_tensors.BoundingBoxes, turns: int) -> tv_tensors.
     return F.convert_bounding_box_format(rotated, new_format=boxes.format)
 
 
-def train_transform(color_jitter: float = 0.2) -> v2.Transform:
-    """Random flips, quarter turns and colour jitter, then float pixels in [0, 1]."""
+class RandomCoarsen(v2.Transform):
+    """With probability ``p``, shrink the image by a random factor in ``[1, max_factor]``
+    (log-uniform, antialiased) and enlarge it back: what imagery of pixels that many times
+    larger looks like once detect has resampled it to the model's pixel size. The canvas and
+    so the boxes stay as they are."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, max_factor: float, p: float = 0.5) -> None:
+        super().__init__()
+        self.max_factor = max_factor
+        self.p = p
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if torch.rand(()) >= self.p:
+            return {"factor": 1.0}
+        return {"factor": math.exp(float(torch.rand(())) * math.log(self.max_factor))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        factor = params["factor"]
+        height, width = inpt.shape[-2:]
+        small = [max(1, round(height / factor)), max(1, round(width / factor))]
+        if small == [height, width]:
+            return inpt
+        shrunk = F.resize(inpt, small, antialias=True)
+        return F.resize(shrunk, [height, width], antialias=True)
+
+
+# Share of training tiles that RandomCoarsen degrades (the rest keep the native pixels).
+COARSEN_PROBABILITY = 0.5
+
+
+def train_transform(color_jitter: float = 0.2, coarsen_max: float = 1.0) -> v2.Transform:
+    """Random flips, quarter turns, coarser pixels (``coarsen_max`` > 1) and colour jitter,
+    then float pixels in [0, 1]."""
     steps: list[v2.Transform] = [
         v2.RandomHorizontalFlip(0.5),
         v2.RandomVerticalFlip(0.5),
         RandomRotate90(),
     ]
+    if coarsen_max > 1:
+        steps.append(RandomCoarsen(coarsen_max, COARSEN_PROBABILITY))
     if color_jitter > 0:
         steps.append(
             v2.ColorJitter(

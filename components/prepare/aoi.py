@@ -61,6 +61,6 @@ def cells_touching(grid: WindowGrid, pixel_boundary: BaseGeometry) -> np.ndarray
     columns = np.asarray(grid.column_offsets)
     touching = np.zeros(grid.shape, dtype=bool)
     for row_index, row in enumerate(grid.row_offsets):
-        squares = shapely.box(columns, row, columns + grid.size, row + grid.size)
+        squares = shapely.box(columns, row, columns + grid.width, row + grid.height)
         touching[row_index] = shapely.intersects(pixel_boundary, squares)
     return touching

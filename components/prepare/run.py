@@ -37,6 +37,7 @@ from components.prepare.tiles import (
     start_process_worker,
 )
 from components.raster.mosaic import RasterSource, resolve_raster
+from components.raster.reader import RasterInfo
 from components.raster.tiling import tile_key
 from components.raster.windows import WindowGrid, tile_grid
 from components.shards.spec import WHOLE, ShardSpec, part_uri, shard_cells
@@ -48,6 +49,7 @@ CHUNK = 16
 # Below this many windows a process pool's start-up (~1 s) costs more than it saves.
 MIN_WINDOWS_FOR_PROCESSES = 64
 LIST_PAGE = 1000  # keys per S3 LIST request
+STRETCH_WARNING = 0.05  # warn when ground pixels are this much longer one way than the other
 
 
 @dataclass
@@ -81,6 +83,19 @@ def windows_with_data(source: RasterSource, grid: WindowGrid, params: PreparePar
             )
         log.info("area of interest keeps %d of %d tiles", cells.sum(), cells.size)
     return cells
+
+
+def warn_if_stretched(raster: RasterInfo) -> None:
+    """Tiles of pixels that are not square on the ground show panels stretched."""
+    size = raster.pixel_size
+    if abs(size.x_m / size.y_m - 1) > STRETCH_WARNING:
+        log.warning(
+            "%s has pixels of %s on the ground: the tiles show panels stretched by %.2f "
+            "(reproject it to square pixels to train on it)",
+            raster.uri,
+            size.describe(),
+            size.x_m / size.y_m,
+        )
 
 
 def lists_existing(total_windows: int, shard_windows: int) -> bool:
@@ -176,11 +191,13 @@ def prepare(
         environment=s3_environment(),
     )
     workers = worker_count(params)
+    warn_if_stretched(raster)
     log.info(
-        "tiling %s (%dx%d px, %s), shard %s: %d of %d windows of %d px, %d workers",
+        "tiling %s (%dx%d px of %s, %s), shard %s: %d of %d windows of %d px, %d workers",
         raster_uri,
         raster.width,
         raster.height,
+        raster.pixel_size.describe(),
         raster.crs,
         shard,
         len(windows),
@@ -199,6 +216,7 @@ def prepare(
         overlap=params.overlap,
         tiles_prefix=tiles_prefix.rstrip("/"),
         tiles=records,
+        pixel_size_m=float(f"{raster.pixel_size.mean_m:.6g}"),
         shard=None if shard.is_whole else str(shard),
     )
     save_manifest(part_uri(manifest_target, shard, ".json"), manifest)

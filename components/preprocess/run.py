@@ -109,6 +109,12 @@ def preprocess(
     settings = params.preprocess
     classes = list(params.labelstudio.labels)
     manifest = read_manifest(manifest_uri)
+    if manifest.pixel_size_m is None:
+        log.warning(
+            "%s records no pixel size (prepared before pixel sizes were recorded): neither will "
+            "the annotations nor the model trained on them; rerun prepare to record it",
+            manifest_uri,
+        )
     object_uris = list_export_objects(annotations_prefix)
     log.info("%d export objects under %s", len(object_uris), annotations_prefix)
     readings = fetch_all(object_uris, read_object, settings.workers, desc="preprocess")
@@ -139,7 +145,10 @@ def preprocess(
         for tile in tiles
     ]
     output_uri = output_file_uri(out_uri)
-    save_annotations(output_uri, AnnotationsFile(classes=classes, images=images))
+    save_annotations(
+        output_uri,
+        AnnotationsFile(classes=classes, images=images, pixel_size_m=manifest.pixel_size_m),
+    )
     return PreprocessSummary(
         output_uri=output_uri,
         report=report,

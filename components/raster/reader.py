@@ -21,12 +21,13 @@ from components.core import uri as uri_io
 from components.core.errors import NotFoundError, SolarpipeError
 from components.core.manifest import TileWindow
 from components.core.s3 import raster_env
+from components.raster.pixel_size import PixelSize, raster_pixel_size
 from components.raster.retrying import gdal_cause, open_dataset
 
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What prepare needs to know about the source raster."""
+    """What prepare and detect need to know about a raster."""
 
     uri: str  # as the user gave it: a raster, a .vrt or a mosaic prefix
     width: int
@@ -36,6 +37,7 @@ class RasterInfo:
     band_count: int
     dtype: str
     nodata: float | None
+    pixel_size: PixelSize
     dataset: str = ""  # what GDAL opens: the URI itself, or a mosaic's VRT document
 
 
@@ -66,8 +68,9 @@ def inspect_raster(raster_uri: str, gdal_source: str = "") -> RasterInfo:
         raise NotFoundError(f"raster does not exist: {raster_uri}")
     gdal_source = gdal_source or raster_uri
     with open_raster(gdal_source) as dataset:
-        if dataset.crs is None:
-            raise SolarpipeError(f"raster has no CRS: {raster_uri} (georeference it first)")
+        pixel_size = raster_pixel_size(
+            dataset.crs, dataset.transform, dataset.width, dataset.height, raster_uri
+        )
         dtype = dataset.dtypes[0]
         if dtype not in ("uint8", "uint16"):
             raise SolarpipeError(
@@ -87,6 +90,7 @@ def inspect_raster(raster_uri: str, gdal_source: str = "") -> RasterInfo:
             band_count=dataset.count,
             dtype=dtype,
             nodata=dataset.nodata,
+            pixel_size=pixel_size,
             dataset=gdal_source,
         )
 

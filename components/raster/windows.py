@@ -22,19 +22,24 @@ from components.raster.tiling import EdgeMode, axis_offsets, check_tile_geometry
 
 @dataclass(frozen=True)
 class WindowGrid:
-    """Window offsets along each axis and the ownership cuts between neighbours."""
+    """Window offsets along each axis and the ownership cuts between neighbours.
 
-    size: int
+    Windows are ``width`` x ``height`` raster pixels: square unless detect resamples the raster
+    to a model by different factors along its columns and rows.
+    """
+
+    width: int
+    height: int
     column_offsets: list[int]
     row_offsets: list[int]
 
     @property
     def column_cuts(self) -> list[float]:
-        return _cuts(self.column_offsets, self.size)
+        return _cuts(self.column_offsets, self.width)
 
     @property
     def row_cuts(self) -> list[float]:
-        return _cuts(self.row_offsets, self.size)
+        return _cuts(self.row_offsets, self.height)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -45,8 +50,8 @@ class WindowGrid:
         return TileWindow(
             col_off=self.column_offsets[column_index],
             row_off=self.row_offsets[row_index],
-            width=self.size,
-            height=self.size,
+            width=self.width,
+            height=self.height,
         )
 
     def windows(self, cells: Sequence[int] | None = None) -> list[tuple[int, int, TileWindow]]:
@@ -71,8 +76,8 @@ class WindowGrid:
         rows = np.asarray(self.row_offsets)
         for col_start, row_start, col_end, row_end in footprints:
             # Offsets are sorted: the windows with offset in (start - size, end) overlap.
-            first_col, end_col = np.searchsorted(columns, [col_start - self.size + 1, col_end])
-            first_row, end_row = np.searchsorted(rows, [row_start - self.size + 1, row_end])
+            first_col, end_col = np.searchsorted(columns, [col_start - self.width + 1, col_end])
+            first_row, end_row = np.searchsorted(rows, [row_start - self.height + 1, row_end])
             mask[first_row:end_row, first_col:end_col] = True
         return mask
 
@@ -83,22 +88,37 @@ class WindowGrid:
         return x_min, y_min, x_max, y_max
 
 
-def plan_grid(width: int, height: int, window: int, overlap: int) -> WindowGrid:
-    """The windows covering a ``width`` x ``height`` raster."""
-    if not 0 <= overlap < window:
-        raise UsageError(f"detect.overlap must be in [0, window={window}), got {overlap}")
+def plan_grid(
+    width: int, height: int, window: int | Sequence[int], overlap: int | Sequence[int]
+) -> WindowGrid:
+    """The windows covering a ``width`` x ``height`` raster; ``window`` and ``overlap`` are
+    one edge for both axes or ``(columns, rows)``."""
+    window_columns, window_rows = _pair(window)
+    overlap_columns, overlap_rows = _pair(overlap)
+    for edge, shared in ((window_columns, overlap_columns), (window_rows, overlap_rows)):
+        if not 0 <= shared < edge:
+            raise UsageError(f"detect.overlap must be in [0, window={edge}), got {shared}")
     return WindowGrid(
-        size=window,
-        column_offsets=axis_offsets(width, window, overlap, "pad"),
-        row_offsets=axis_offsets(height, window, overlap, "pad"),
+        width=window_columns,
+        height=window_rows,
+        column_offsets=axis_offsets(width, window_columns, overlap_columns, "pad"),
+        row_offsets=axis_offsets(height, window_rows, overlap_rows, "pad"),
     )
+
+
+def _pair(edges: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(edges, int):
+        return edges, edges
+    columns, rows = edges
+    return int(columns), int(rows)
 
 
 def tile_grid(width: int, height: int, tile_size: int, overlap: int, edge: EdgeMode) -> WindowGrid:
     """prepare's tiles as a grid (same windows as ``plan_windows``, row by row)."""
     check_tile_geometry(width, height, tile_size, overlap)
     return WindowGrid(
-        size=tile_size,
+        width=tile_size,
+        height=tile_size,
         column_offsets=axis_offsets(width, tile_size, overlap, edge),
         row_offsets=axis_offsets(height, tile_size, overlap, edge),
     )

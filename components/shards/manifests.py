@@ -17,6 +17,7 @@ SHARED_FIELDS = (
     "tile_size",
     "overlap",
     "tiles_prefix",
+    "pixel_size_m",
 )
 
 

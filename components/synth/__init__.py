@@ -4,6 +4,13 @@
 """
 
 from components.synth.geotiff import SceneInfo, truth_uri_for, write_scene
-from components.synth.scene import Scene, generate_scene
+from components.synth.scene import Scene, generate_mosaic, generate_scene
 
-__all__ = ["Scene", "SceneInfo", "generate_scene", "truth_uri_for", "write_scene"]
+__all__ = [
+    "Scene",
+    "SceneInfo",
+    "generate_mosaic",
+    "generate_scene",
+    "truth_uri_for",
+    "write_scene",
+]

@@ -13,7 +13,7 @@ import numpy as np
 
 from components.core.errors import UsageError
 from components.core.uri import dump_json, with_suffix, write_bytes
-from components.synth.scene import MIN_SIZE, PIXEL_SIZE_M, Scene, generate_scene
+from components.synth.scene import MIN_SIZE, PIXEL_SIZE_M, Scene, generate_mosaic
 
 CRS_EPSG = 2056
 CRS_URN = "urn:ogc:def:crs:EPSG::2056"
@@ -132,11 +132,13 @@ def truth_bytes(scene: Scene, origin: tuple[float, float]) -> bytes:
     return dump_json(truth_feature_collection(scene, origin))
 
 
-def write_scene(out_uri: str, size: int = 2048, seed: int = 0) -> SceneInfo:
-    """Generate a scene and write its GeoTIFF to `out_uri` and its truth next to it.
+def write_scene(out_uri: str, size: int = 2048, seed: int = 0, parts: int = 1) -> SceneInfo:
+    """Generate a scene (``parts`` x ``parts`` towns, see `generate_mosaic`) and write its
+    GeoTIFF to `out_uri` and its truth next to it.
 
-    Same `size` and `seed`, same bytes. Raises UsageError for a size under 64 px, a negative
-    seed, or an `out_uri` whose truth sibling would be itself (a ``.geojson`` name).
+    Same arguments, same bytes. Raises UsageError for a size under 64 px, a negative seed,
+    parts that do not divide the size into parts of 64 px or more, or an `out_uri` whose truth
+    sibling would be itself (a ``.geojson`` name).
     """
     if size < MIN_SIZE:
         raise UsageError(f"scene size must be at least {MIN_SIZE} pixels, got {size}")
@@ -145,7 +147,10 @@ def write_scene(out_uri: str, size: int = 2048, seed: int = 0) -> SceneInfo:
     truth_uri = truth_uri_for(out_uri)
     if truth_uri == out_uri:
         raise UsageError(f"the raster URI must not end in {TRUTH_SUFFIX}: {out_uri}")
-    scene = generate_scene(size, seed)
+    try:
+        scene = generate_mosaic(size, seed, parts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     origin = scene_origin(seed)
     write_bytes(out_uri, geotiff_bytes(scene, origin), content_type="image/tiff")
     write_bytes(truth_uri, truth_bytes(scene, origin), content_type="application/geo+json")

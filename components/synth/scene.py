@@ -210,6 +210,38 @@ def generate_scene(size: int = 2048, seed: int = 0) -> Scene:
     )
 
 
+def generate_mosaic(size: int = 2048, seed: int = 0, parts: int = 1) -> Scene:
+    """A `size` x `size` scene made of `parts` x `parts` towns side by side, each its own
+    scene (seeds ``seed * parts**2`` onwards: own street grid angle, sun, roofs): more variety
+    than one town of the same size. `parts` 1 is `generate_scene(size, seed)`."""
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, got {parts}")
+    if parts == 1:
+        return generate_scene(size, seed)
+    part_size = size // parts
+    if part_size * parts != size or part_size < MIN_SIZE:
+        raise ValueError(
+            f"a {size}-px scene cannot be cut into {parts}x{parts} equal parts of at least "
+            f"{MIN_SIZE} px"
+        )
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    corners, occluded, modules = [], [], []
+    for index, (row, column) in enumerate(itertools.product(range(parts), repeat=2)):
+        top, left = row * part_size, column * part_size
+        part = generate_scene(part_size, seed * parts**2 + index)
+        image[top : top + part_size, left : left + part_size] = part.image
+        corners.append(part.panel_corners + np.array([left, top], dtype=np.float64))
+        occluded.append(part.occluded_fraction)
+        modules += part.panel_modules
+    return Scene(
+        image=image,
+        panel_corners=np.concatenate(corners).reshape(-1, 4, 2),
+        occluded_fraction=np.concatenate(occluded),
+        panel_modules=modules,
+        seed=seed,
+    )
+
+
 # --------------------------------------------------------------------------- layout
 
 

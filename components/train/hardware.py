@@ -1,4 +1,5 @@
-"""Where training runs: accelerator, devices, precision and strategy from the train params."""
+"""Where training runs: accelerator, devices, precision, strategy and CPU threads from the
+train params."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from components.core.cpus import usable_cpus
 from components.core.errors import SolarpipeError, UsageError
 from components.core.params import TrainParams
 
@@ -21,6 +23,7 @@ class HardwarePlan:
     devices: int | str
     precision: str
     strategy: str
+    cpu_threads: int  # torch intra-op threads
 
 
 def _gpu_count(devices: int | str) -> int:
@@ -66,4 +69,6 @@ def resolve_hardware(params: TrainParams) -> HardwarePlan:
     else:
         devices = 1 if params.devices == "auto" else params.devices
         strategy = "auto"
-    return HardwarePlan(accelerator, devices, precision, strategy)
+    return HardwarePlan(
+        accelerator, devices, precision, strategy, params.cpu_threads or usable_cpus()
+    )

@@ -68,8 +68,9 @@ def restore_last_checkpoint(out_uri: str, checkpoint_dir: Path) -> str | None:
     return str(local)
 
 
-def check_resumable(checkpoint_path: str, spec: DetectorSpec) -> None:
-    """A checkpoint resumes this run only if it holds the same detector (arch, size, classes)."""
+def check_resumable(checkpoint_path: str, spec: DetectorSpec, pixel_size_m: float | None) -> None:
+    """A checkpoint resumes this run only if it holds the same detector (arch, size, classes)
+    trained at the same pixel size."""
     import torch
 
     from components.ml.checkpoint import detector_spec
@@ -85,6 +86,12 @@ def check_resumable(checkpoint_path: str, spec: DetectorSpec) -> None:
             f"cannot resume: the checkpoint holds {saved_spec}, this run {spec} (train without "
             "--resume to start over)"
         )
+    saved_pixel_size = hyper_parameters.get("pixel_size_m")
+    if saved_pixel_size != pixel_size_m:
+        raise SolarpipeError(
+            f"cannot resume: the checkpoint was trained at {saved_pixel_size} m/px input pixels, "
+            f"this run at {pixel_size_m} (train without --resume to start over)"
+        )
 
 
 def build_trainer(
@@ -99,6 +106,7 @@ def build_trainer(
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from components.ml.datamodule import StreamEpoch
     from components.train.callbacks import PublishLastCheckpoint, TrainingRecord
 
     adopt_library_loggers("lightning", "lightning.pytorch", "lightning.fabric")
@@ -126,6 +134,7 @@ def build_trainer(
         PublishLastCheckpoint(out_uri, last, best),
         record,
         LearningRateMonitor(logging_interval="epoch"),
+        StreamEpoch(),
     ]
     if params.early_stopping_patience:
         callbacks.append(
@@ -149,7 +158,7 @@ def build_trainer(
         enable_progress_bar=tty,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(50, train_batches)),
-        reload_dataloaders_every_n_epochs=1,
+        reload_dataloaders_every_n_epochs=0 if params.persistent_workers else 1,
         use_distributed_sampler=False,
         num_sanity_val_steps=1,
     )
@@ -172,6 +181,8 @@ def collect_metrics(trainer: Any, parts: dict[str, Any]) -> dict[str, Any]:
         "val_map_75": _number(metrics.get("val_map_75")),
         "val_mar_100": _number(metrics.get("val_mar_100")),
         "best_val_map_50": _number(best.best_model_score),
+        "val_f1": _number(metrics.get("val_f1")),
+        "val_score_threshold": _number(metrics.get("val_score_threshold")),
         "epochs": int(trainer.current_epoch),
         "global_steps": int(trainer.global_step),
         "resumed_from_step": int(record.start_step),
@@ -219,6 +230,7 @@ def train(args: argparse.Namespace, params: Params) -> None:
     from components.train.hardware import resolve_hardware
 
     plan = resolve_hardware(train_params)
+    torch.set_num_threads(plan.cpu_threads)
     if plan.accelerator == "gpu":
         torch.set_float32_matmul_precision("high")
     work_dir = work_dir_for(args.out)
@@ -233,18 +245,25 @@ def train(args: argparse.Namespace, params: Params) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     seed_everything(train_params.seed, workers=True, verbose=False)
-    module = DetectorModule(train_params.model_dump(mode="json"), annotations.classes)
+    module = DetectorModule(
+        train_params.model_dump(mode="json"),
+        annotations.classes,
+        pixel_size_m=annotations.input_pixel_size(train_params.image_size),
+        data_pixel_size_m=annotations.pixel_size_m,
+    )
     if resume_path:
-        check_resumable(resume_path, module.spec)
+        check_resumable(resume_path, module.spec, module.hparams["pixel_size_m"])
     datamodule = TileDataModule(annotations, train_params, pin_memory=plan.accelerator == "gpu")
     train_batches = max(1, len(annotations.split("train")) // train_params.batch_size)
     trainer, parts = build_trainer(train_params, plan, work_dir, args.out, train_batches)
     log.info(
-        "training %s on %d train / %d val tiles: %s, %s precision, up to %d epochs%s",
+        "training %s on %d train / %d val tiles: %s (%d CPU threads), %s precision, "
+        "up to %d epochs%s",
         train_params.arch,
         len(annotations.split("train")),
         len(annotations.split("val")),
         plan.accelerator,
+        plan.cpu_threads,
         plan.precision,
         train_params.epochs,
         f" or {train_params.max_minutes:g} min" if train_params.max_minutes else "",

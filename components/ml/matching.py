@@ -83,3 +83,25 @@ def precision_recall_curve(matches: list[ImageMatches]) -> list[dict[str, float]
             {"threshold": threshold, "precision": round(precision, 6), "recall": round(recall, 6)}
         )
     return rows
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A score threshold and the precision, recall and F1 there."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+
+
+def best_f1_threshold(matches: list[ImageMatches]) -> OperatingPoint:
+    """The score threshold (of 0.00, 0.01, …, 1.00) with the highest F1; among equal F1s the
+    middle one of that run, so a flat optimum does not put the threshold at its edge."""
+    points = [
+        OperatingPoint(threshold, *precision_recall_f1(*total_counts(matches, threshold)))
+        for threshold in CURVE_THRESHOLDS
+    ]
+    best_f1 = max(point.f1 for point in points)
+    best = [point for point in points if point.f1 >= best_f1 - 1e-12]
+    return best[len(best) // 2]
