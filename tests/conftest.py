@@ -88,3 +88,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.s3)
         if "labelstudio_server" in fixtures:
             item.add_marker(pytest.mark.labelstudio)
+
+
+@pytest.fixture()
+def without_cuda(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process sees no CUDA device (as on a CPU machine, also on a GPU one); the returned
+    environment hides the devices from a subprocess too."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}

@@ -335,8 +335,9 @@ def test_model_that_is_not_torchscript_is_refused(tmp_path: Path, capsys) -> Non
     assert out.read_text() == "previous"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
-def test_cuda_requested_without_cuda_is_an_error(exported: Path, tmp_path: Path, capsys) -> None:
+def test_cuda_requested_without_cuda_is_an_error(
+    exported: Path, tmp_path: Path, capsys, without_cuda
+) -> None:
     raster = panel_raster(tmp_path / "scene.tif", 64, 64)
     out = tmp_path / "panels.geojson"
     assert run_detect(str(raster), str(exported), str(out), "detect.device=cuda") == 1

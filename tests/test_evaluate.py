@@ -253,9 +253,8 @@ def test_missing_tile_is_named(exported: Path, bucket: str, tmp_path: Path, caps
     assert not (tmp_path / "ev").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
 def test_cuda_requested_without_cuda_is_an_error(
-    exported: Path, bucket: str, tmp_path: Path, capsys
+    exported: Path, bucket: str, tmp_path: Path, capsys, without_cuda
 ) -> None:
     annotations = one_tile_annotations(bucket)
     assert (

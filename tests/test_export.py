@@ -318,8 +318,7 @@ def test_model_file_that_is_not_torchscript_is_refused(checkpoint: Path, tmp_pat
         load_scripted_model(str(tmp_path / "absent"))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
-def test_cuda_requested_without_cuda_is_an_error() -> None:
+def test_cuda_requested_without_cuda_is_an_error(without_cuda) -> None:
     with pytest.raises(SolarpipeError, match=r"evaluate\.device=cuda but CUDA is not available"):
         resolve_device("cuda", "evaluate.device")
     assert resolve_device("auto", "evaluate.device") == torch.device("cpu")

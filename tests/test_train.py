@@ -30,11 +30,13 @@ TINY = [
 ]
 
 
-def run_train(*args: str, settings: list[str] = TINY) -> subprocess.CompletedProcess[str]:
+def run_train(
+    *args: str, settings: list[str] = TINY, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "components.train", *args]
     for setting in settings:
         command += ["--set", setting]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
 def _download_checkpoint(uri: str, tmp_path: Path) -> dict:
@@ -151,8 +153,7 @@ def test_not_an_annotations_file_exits_1(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_gpu_requested_without_cuda_is_an_error_or_falls_back_by_param() -> None:
+def test_gpu_requested_without_cuda_is_an_error_or_falls_back_by_param(without_cuda) -> None:
     with pytest.raises(SolarpipeError, match="no CUDA device is available"):
         resolve_hardware(TrainParams(accelerator="gpu"))
     plan = resolve_hardware(TrainParams(accelerator="gpu", fallback_to_cpu=True))
@@ -167,12 +168,12 @@ def test_cpu_threads_default_to_the_usable_cpus() -> None:
     assert resolve_hardware(TrainParams(accelerator="cpu", cpu_threads=3)).cpu_threads == 3
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_gpu_requested_without_cuda_exits_1(tmp_path: Path) -> None:
+def test_gpu_requested_without_cuda_exits_1(tmp_path: Path, without_cuda) -> None:
     write_tile_set(str(tmp_path / "data"), count=3, size=64, splits=("train", "train", "val"))
     result = run_train(
         "--annotations", str(tmp_path / "data" / "annotations.json"),
         "--out", str(tmp_path / "out"), settings=[*TINY, "train.accelerator=gpu"],
+        env=without_cuda,
     )  # fmt: skip
     assert result.returncode == 1
     assert "no CUDA device is available" in result.stderr.strip().splitlines()[-1]
