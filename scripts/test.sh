@@ -44,4 +44,4 @@ if [ "$with_docker" = 1 ]; then
     export SOLARPIPE_REQUIRE_DOCKER=1
 fi
 phase "ruff" .venv/bin/ruff check .
-phase "pytest" .venv/bin/pytest "${pytest_args[@]}"
+phase "pytest" .venv/bin/pytest --durations=25 "${pytest_args[@]}"
