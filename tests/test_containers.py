@@ -379,3 +379,26 @@ def test_usage_error_inside_the_container_exits_2(
     status = run_stage("preview", "--annotations", "a.json", "--out", "out", settings=("x.y=1",))
     assert status == 2
     assert "x.y" in capsys.readouterr().err
+
+
+@pytest.mark.docker
+def test_the_readmes_run_stage_command_runs_as_printed(
+    s3_server: EmbeddedS3, light_images: None, tmp_path: Path
+) -> None:
+    """The README's run-stage line, copied as text and run by bash in a fresh folder, against
+    the embedded S3 holding a small scene where the line expects it."""
+    from components.synth.geotiff import write_scene
+    from tests.readme_text import readme_line
+
+    line = readme_line("solarpipe run-stage prepare")
+    raster = next(word for word in line.split() if word.endswith(".tif"))
+    ensure_bucket(raster.removeprefix("s3://").split("/", 1)[0])
+    write_scene(raster, SCENE_PX, seed=4)
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", line], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = load_manifest(str(tmp_path / "data" / "manifest.json"))
+    assert len(manifest.tiles) == (SCENE_PX // 256) ** 2
+    assert all(uri_io.exists(tile.uri) for tile in manifest.tiles)

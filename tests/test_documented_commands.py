@@ -16,7 +16,6 @@ import importlib.util
 import re
 import shlex
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,18 +23,10 @@ from components.cli import build_parser
 from components.core.params import load_params
 from components.core.stage import stage_parser
 from components.core.stages import BY_NAME
+from tests.readme_text import DOCUMENTS, REPO, documented_lines
 
-REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "docker/README.md"]
-BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 PLACEHOLDER = re.compile(r"<([^<>\s]+(?: [^<>\s]+)*)>")
 PYTHON = {"python", ".venv/bin/python"}
-
-
-def documented_lines(document: Path) -> Iterator[str]:
-    """The command lines of the document's bash blocks, continuations joined."""
-    for block in BASH_BLOCK.findall(document.read_text()):
-        yield from block.replace("\\\n", " ").splitlines()
 
 
 def commands(line: str) -> Iterator[list[str]]:

@@ -7,6 +7,7 @@ metrics and plots, and a DVC remote on the same S3 endpoint (push, pull).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 import yaml
 
 from components.synth.geotiff import truth_uri_for, write_scene
-from tests.dvc_project import copy_project, run, stages_run
+from tests.dvc_project import REPO, copy_project, run, stages_run
+from tests.readme_text import inline_commands, readme_line
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +132,38 @@ def test_push_and_pull_through_the_s3_remote(project: Path) -> None:
     run([sys.executable, "-m", "dvc", "pull"], project)
     assert (project / "data" / "annotations.json").exists()
     assert (project / "out" / "train" / "model.ckpt").exists()
+
+
+def bash(line: str, folder: Path) -> str:
+    """``line`` run by bash in ``folder``, with the venv's commands first on the PATH (as after
+    ``source .venv/bin/activate``)."""
+    return run(["bash", "-c", line], folder)
+
+
+def test_the_readmes_dvc_params_and_compile_commands_run_as_printed(
+    project: Path, tmp_path: Path
+) -> None:
+    """The commands as the README (and the quickstart's closing hint) print them, copied as text
+    and run in the project: DVC's, the params commands and ``python pipeline.py compile``."""
+    hint = re.search(
+        r'print\("see (.*)"\)', (REPO / "components/commands/quickstart.py").read_text()
+    )
+    assert hint, "the quickstart prints where to look next"
+    hinted = set(re.findall(r"`([^`]+)`", hint[1]))
+    dvc_lines = [readme_line("dvc repro  "), readme_line("dvc metrics show")]
+    assert hinted <= {part.strip() for line in dvc_lines for part in line.split("&&")}
+    for line in dvc_lines:
+        bash(line, project)
+    assert "map_50" in bash("dvc metrics show", project)
+
+    params_commands = inline_commands("solarpipe params")
+    assert {"solarpipe params", "solarpipe params --profile gpu"} <= set(params_commands)
+    for command in params_commands:
+        assert bash(command, project).strip()
+    assert "fasterrcnn_resnet50_fpn_v2" in bash("solarpipe params --profile gpu", project)
+
+    for name in ("pipeline.py", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    [compile_command] = inline_commands("python pipeline.py compile")
+    bash(compile_command, tmp_path)
+    assert "deploymentSpec" in (tmp_path / "pipeline.yaml").read_text()
