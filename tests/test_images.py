@@ -90,6 +90,16 @@ def test_unknown_image_has_no_name() -> None:
         image_name("tiles")
 
 
+def test_images_name_prints_what_build_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert solarpipe(["images", "name", "prepare"]) == 0
+    assert capsys.readouterr().out.strip() == image_name("prepare")
+    assert solarpipe(["images", "name", "serve", "--registry", "ghcr.io/org", "--tag", "t"]) == 0
+    assert capsys.readouterr().out.strip() == "ghcr.io/org/solarpipe-serve:t"
+    with pytest.raises(SystemExit) as exit_info:
+        solarpipe(["images", "name", "tiles"])
+    assert exit_info.value.code == 2
+
+
 def test_extra_requirements_expand_self_references_once(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "demo"\ndependencies = ["boto3>=1"]\n'

@@ -101,6 +101,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     build.set_defaults(handler=build_images)
 
+    name = commands.add_parser(
+        "name",
+        help="print the reference of an image built from this tree (for docker run)",
+        description="Print [REGISTRY/]solarpipe-<name>:<TAG> as `images build` names it, e.g. "
+        "docker run ... $(solarpipe images name prepare) --help",
+    )
+    name.add_argument("image", choices=list(IMAGES), metavar="NAME", help=", ".join(IMAGES))
+    name.add_argument("--tag", help="image tag (default: the one `images build` gives this tree)")
+    name.add_argument("--registry", help="registry prefix, e.g. ghcr.io/org")
+    name.set_defaults(handler=print_image_name)
+
+
+def print_image_name(args: argparse.Namespace) -> None:
+    print(image_name(args.image, args.tag, args.registry))
+
 
 def source_tree(context: str | None) -> Path:
     candidates = [Path(context)] if context else [Path(__file__).parents[2], Path.cwd()]
