@@ -110,5 +110,5 @@ def export_on_s3(session_dir: Path, bucket: str, prefix: str) -> str:
 
     ensure_bucket(bucket)
     model_uri = f"s3://{bucket}/{prefix}"
-    uri_io.upload_tree(cached_export(session_dir), model_uri)
+    uri_io.publish_folder(cached_export(session_dir), model_uri)
     return model_uri
