@@ -86,8 +86,26 @@ def measure(stage: str, scenario: Scenario, proxy: FaultProxy, repeat: int) -> T
         timing.faulty_s.append(timed_run(stage, f"s3://{BUCKET}/bench-faulty", proxy.endpoint))
         timing.faults += proxy.injected() - faults
         timing.requests += proxy.requests - requests
-        timing.same_output &= fingerprint(stage, f"s3://{BUCKET}/bench-faulty") == expected
+        found = fingerprint(stage, f"s3://{BUCKET}/bench-faulty")
+        if found != expected:
+            print(f"{stage}: output differs from the clean run: {difference(found, expected)}")
+        timing.same_output &= found == expected
     return timing
+
+
+def difference(found: object, expected: object, where: str = "") -> str:
+    """Where two fingerprints part: the first differing key or position, with both values."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        for key in sorted(set(found) | set(expected), key=str):
+            if found.get(key) != expected.get(key):
+                return difference(found.get(key), expected.get(key), f"{where}[{key!r}]")
+    if isinstance(found, list | tuple) and isinstance(expected, list | tuple):
+        if len(found) != len(expected):
+            return f"{where}: {len(found)} items vs {len(expected)}"
+        for index, (left, right) in enumerate(zip(found, expected, strict=True)):
+            if left != right:
+                return difference(left, right, f"{where}[{index}]")
+    return f"{where}: {str(found)[:80]} vs {str(expected)[:80]}"
 
 
 def report(timings: list[Timing], rate: float) -> bool:
