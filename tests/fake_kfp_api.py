@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.json_http import JsonHandler
+from tests.json_http import JsonHandler, ServedOnLoopback
 
 KFP = "/apis/v2beta1"
 SECRETS = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets(?:/(?P<name>[^/]+))?$")
@@ -34,7 +34,7 @@ class Recorded:
 
 
 @dataclass
-class FakeKubeflow:
+class FakeKubeflow(ServedOnLoopback):
     """What the fake server holds; ``token`` None means no authentication."""
 
     token: str | None = None
@@ -44,17 +44,6 @@ class FakeKubeflow:
     runs: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def _handler(state: FakeKubeflow) -> type[BaseHTTPRequestHandler]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.json_http import JsonHandler
+from tests.json_http import JsonHandler, ServedOnLoopback
 
 DEPLOYMENT_PATH = re.compile(
     r"^/apis/apps/v1/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/?]+)$"
@@ -41,7 +41,7 @@ class Recorded:
 
 
 @dataclass
-class FakeKubernetes:
+class FakeKubernetes(ServedOnLoopback):
     """The fake's state: one Deployment and the controller's scenario for new generations."""
 
     deployment: dict[str, Any]
@@ -56,17 +56,6 @@ class FakeKubernetes:
     reads_since_change: int = 0
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
     def calls(self, method: str) -> list[Recorded]:
         return [request for request in self.requests if request.method == method]
