@@ -208,7 +208,9 @@ def test_train_container_killed_mid_run_resumes_under_run_stage(
     ensure_bucket(bucket)
     write_tile_set(f"s3://{bucket}/data", count=40, size=64, splits=("train",) * 9 + ("val",))
     out = f"s3://{bucket}/run"
-    settings = [*TINY_TRAINING, "train.epochs=6", "train.max_minutes=null"]
+    # one torch thread: a training that shares the cores with other work is not slowed tenfold
+    # by spinning threads (measured: 32 s alone, 441 s beside another torch process)
+    settings = [*TINY_TRAINING, "train.epochs=6", "train.max_minutes=null", "train.cpu_threads=1"]
     command = [
         sys.executable, "-m", "components.cli", "run-stage", "train", "--",
         "--annotations", f"s3://{bucket}/data/annotations.json", "--out", out,
