@@ -186,9 +186,11 @@ def fingerprint(stage: str, root: str) -> Any:
         figures = {key: value for key, value in metrics.items() if key not in timing}
         return figures, _checkpoint_weights(uri_io.join(out, "model.ckpt"))
     if stage == "export":
-        # The BentoML archive carries its creation time and a random version in its tag.
+        # The BentoML archive carries its creation time and a random version in its tag; the
+        # source revision is the checkout's at run time (a commit between two runs changes it).
         summary = uri_io.read_json(uri_io.join(out, "export.json"))
         kept = {k: v for k, v in summary.items() if not k.startswith("bento")}
+        kept.pop("git_revision", None)
         return kept, _sha256(uri_io.read_bytes(uri_io.join(out, "model.pt")))
     return folder_digests(out)
 
