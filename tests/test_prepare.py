@@ -398,6 +398,8 @@ def test_unreachable_endpoint_fails_in_one_line(
     from components.s3server import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id")  # set here: alone, no fixture set them
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("SOLARPIPE_S3_MAX_ATTEMPTS", "2")
     assert run_prepare(str(scene), "s3://bucket/t", str(tmp_path / "m.json")) == 1
     assert "cannot reach the S3 endpoint" in capsys.readouterr().err
