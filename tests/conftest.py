@@ -78,16 +78,27 @@ def labelstudio(
 # The scene, detector and clean stage outputs of the fault and kill tests (built once).
 from tests.fault_scenario import scenario  # noqa: E402, F401
 
+# Fixtures that train, export or run a detector: a test using one is not pure logic.
+MODEL_FIXTURES = {"checkpoint", "exported", "exported_at_10cm", "exported_model"}
+# Modules whose tests compile the pipeline or run commands in subprocesses (seconds each).
+SUBPROCESS_MODULES = {"test_pipeline_compile", "test_pipeline_submit", "test_s3_serve"}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``s3`` every test that starts the embedded S3 server (through any fixture), and
-    ``labelstudio`` every test that starts Label Studio, so ``-m`` can leave them out."""
+    """Mark ``s3`` every test that starts the embedded S3 server (through any fixture),
+    ``labelstudio`` every test that starts Label Studio, and ``slow`` the tests that run a model
+    or a subprocess pipeline compile, so ``-m`` can leave them out (the pure-logic subset)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if "s3_server" in fixtures:
             item.add_marker(pytest.mark.s3)
         if "labelstudio_server" in fixtures:
             item.add_marker(pytest.mark.labelstudio)
+        if (
+            fixtures & MODEL_FIXTURES
+            or item.module.__name__.rsplit(".", 1)[-1] in SUBPROCESS_MODULES
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture()

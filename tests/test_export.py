@@ -369,6 +369,7 @@ def test_detector_is_rebuilt_with_the_anchor_scales_its_checkpoint_records(
     assert module.model.anchor_generator.scales[0] == pytest.approx(SSDLITE_ANCHOR_SCALES[0])
 
 
+@pytest.mark.slow  # a subprocess stage run
 def test_stride8_detector_with_wider_anchors_exports_as_its_checkpoint_records(
     tmp_path: Path,
 ) -> None:

@@ -100,6 +100,7 @@ def test_secret_is_in_no_line_with_verbose_output_and_retries(
     assert "DEBUG" in done.stderr and SECRET not in _all_output(done)
 
 
+@pytest.mark.slow  # a subprocess stage run
 def test_secret_is_in_no_line_when_s3_rejects_the_signature(
     authenticating_s3: str,  # noqa: F811
 ) -> None:

@@ -250,6 +250,7 @@ def test_library_faults_are_runtime_faults_reported_in_one_line() -> None:
     )
 
 
+@pytest.mark.slow  # a subprocess stage run
 def test_a_raster_fault_in_a_worker_thread_is_one_line_exit_1(tmp_path: Path) -> None:
     """A local GeoTIFF whose tile data is cut short: prepare's pool threads fail reading it."""
     import subprocess

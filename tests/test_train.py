@@ -168,6 +168,7 @@ def test_cpu_threads_default_to_the_usable_cpus() -> None:
     assert resolve_hardware(TrainParams(accelerator="cpu", cpu_threads=3)).cpu_threads == 3
 
 
+@pytest.mark.slow  # a subprocess stage run
 def test_gpu_requested_without_cuda_exits_1(tmp_path: Path, without_cuda) -> None:
     write_tile_set(str(tmp_path / "data"), count=3, size=64, splits=("train", "train", "val"))
     result = run_train(
