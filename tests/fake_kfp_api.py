@@ -19,18 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.json_http import JsonHandler, ServedOnLoopback
+from tests.json_http import JsonHandler, Recorded, ServedOnLoopback
 
 KFP = "/apis/v2beta1"
 SECRETS = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets(?:/(?P<name>[^/]+))?$")
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
 
 
 @dataclass
@@ -49,14 +41,7 @@ class FakeKubeflow(ServedOnLoopback):
 def _handler(state: FakeKubeflow) -> type[BaseHTTPRequestHandler]:
     class Handler(JsonHandler):
         def _record(self) -> Recorded | None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            request = Recorded(
-                self.command,
-                self.path,
-                {name.lower(): value for name, value in self.headers.items()},
-                json.loads(raw) if raw else None,
-            )
+            request = self._read_request()
             state.requests.append(request)
             if state.token and request.headers.get("authorization") != f"Bearer {state.token}":
                 self._reply(401, {"code": 16, "message": "Unauthenticated: invalid bearer token"})

@@ -23,21 +23,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.json_http import JsonHandler, ServedOnLoopback
+from tests.json_http import JsonHandler, Recorded, ServedOnLoopback
 
 DEPLOYMENT_PATH = re.compile(
     r"^/apis/apps/v1/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/?]+)$"
 )
 MERGED_BY_NAME = ("containers", "env")
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any = None
-    status: dict[str, Any] | None = None  # the Deployment status a GET answered with
 
 
 @dataclass
@@ -148,14 +139,7 @@ def strategic_merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 def _handler(state: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
     class Handler(JsonHandler):
         def _serve(self, verb: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            request = Recorded(
-                self.command,
-                self.path,
-                {name.lower(): value for name, value in self.headers.items()},
-                json.loads(raw) if raw else None,
-            )
+            request = self._read_request()
             with state.lock:
                 state.requests.append(request)
                 code, payload = self._answer(verb, request)

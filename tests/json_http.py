@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+@dataclass
+class Recorded:
+    """One request a fake server received: its JSON body parsed."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+    status: dict[str, Any] | None = None  # what a GET answered with, where a fake keeps it
+
+
 class JsonHandler(BaseHTTPRequestHandler):
     """A handler whose ``_reply`` sends ``payload`` as JSON with ``status``."""
+
+    def _read_request(self) -> Recorded:
+        """The request as received: method, path, lower-cased headers, JSON body or None."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return Recorded(
+            self.command,
+            self.path,
+            {name.lower(): value for name, value in self.headers.items()},
+            json.loads(raw) if raw else None,
+        )
 
     def log_message(self, *args: Any) -> None:
         pass
