@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,12 @@ def without_cuda(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test detector's export folder (``tests/detector_fixture.py``), built once per session;
+    its checkpoint records no pixel size (an older one)."""
+    from tests.detector_fixture import cached_export
+
+    return cached_export(tmp_path_factory.getbasetemp())

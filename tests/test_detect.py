@@ -28,12 +28,6 @@ GROUND, PANEL = 10, 250
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model exported from a checkpoint that records no pixel size (an older one)."""
-    return cached_export(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
 def exported_at_10cm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model whose checkpoint records its 0.1 m pixels."""
     return cached_export(tmp_path_factory.getbasetemp(), pixel_size_m=0.1)

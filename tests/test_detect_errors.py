@@ -12,13 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from components.detect.__main__ import main as detect_main
-from tests.detector_fixture import cached_export
 from tests.rasters import ORIGIN
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_export(tmp_path_factory.getbasetemp())
 
 
 def raster_with_a_broken_block(path: Path) -> Path:

@@ -18,16 +18,11 @@ from components.core.annotations import AnnotatedImage, AnnotationsFile, save_an
 from components.evaluate.__main__ import main as evaluate_main
 from components.ml.matching import best_f1_threshold, match_image, precision_recall_f1
 from components.ml.scripted import load_scripted_model
-from tests.detector_fixture import cached_export, panel_tile
+from tests.detector_fixture import panel_tile
 from tests.tile_fixtures import png_bytes
 
 TILE = 128
 TRUTH_PER_TILE = 6  # the model's best boxes taken as truth on the "right" tiles
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_export(tmp_path_factory.getbasetemp())
 
 
 def run_evaluate(

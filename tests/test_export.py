@@ -27,7 +27,6 @@ from tests.detector_fixture import (
     CLASSES,
     IMAGE_SIZE,
     cached_checkpoint,
-    cached_export,
     write_checkpoint,
 )
 
@@ -35,11 +34,6 @@ from tests.detector_fixture import (
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cached_checkpoint(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_export(tmp_path_factory.getbasetemp())
 
 
 def run_export(checkpoint: str, out: str, *overrides: str) -> int:

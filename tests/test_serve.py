@@ -31,18 +31,13 @@ from components.cli import main as solarpipe
 from components.core import uri as uri_io
 from components.ml.scripted import load_scripted_model
 from components.s3server import EmbeddedS3, ensure_bucket, free_port
-from tests.detector_fixture import cached_export, export_on_s3, panel_tile
+from tests.detector_fixture import export_on_s3, panel_tile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 300
 BUCKET = "serve-tests"
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_export(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from components.core import uri as uri_io
 from components.images.names import SERVE_IMAGE, image_name
 from components.ml.scripted import load_scripted_model
 from components.s3server import EmbeddedS3, ensure_bucket, free_port
-from tests.detector_fixture import cached_export, export_on_s3, panel_tile
+from tests.detector_fixture import export_on_s3, panel_tile
 from tests.docker_support import engine_or_skip, images_or_skip
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -45,11 +45,6 @@ def serve_image(engine: Any) -> str:
     """The image `solarpipe images build` built (CI builds every image before the tests)."""
     images_or_skip(engine, [SERVE_IMAGE])
     return image_name(SERVE_IMAGE)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return cached_export(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
