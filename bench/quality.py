@@ -11,7 +11,7 @@ Kubeflow. Then ``bench/detect_scene.py``'s scoring runs the exported model over 
 deviation and worst over the seeds: train wall time, epochs and images/s, best val mAP@0.5,
 test mAP@0.5 of the exported model (evaluate) and of the checkpoint (the Lightning module on
 the same split: the two agree unless export changed the model), and whole-scene recall and
-precision at IoU 0.5; against the bar test mAP@0.5 >= 0.9.
+precision at IoU 0.5 and 0.3 (at 0.2 m: recall at IoU 0.5); against the bar test mAP@0.5 >= 0.9.
 Usage: nice python bench/quality.py [--seeds 0,1,2] [--size 4096] [--parts 2]
        [--scenes 1000,1001,1002,1003] [--set train.max_minutes=7.5 ...]
 """
@@ -49,6 +49,8 @@ COLUMNS = (
     ("checkpoint", "ckpt mAP50", "{:.3f}"),
     ("recall", "scene R", "{:.3f}"),
     ("precision", "scene P", "{:.3f}"),
+    ("recall_iou03", "R IoU 0.3", "{:.3f}"),
+    ("precision_iou03", "P IoU 0.3", "{:.3f}"),
     ("recall_02", "R 0.2 m", "{:.3f}"),
 )
 
@@ -112,6 +114,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, float
             export_out, args.scenes, SCENE_SIZE, [0.1, 0.2], work, args.detect_overrides
         )
         _, _, figures["recall"], figures["precision"], _ = totals[0.1].figures(0.5)
+        _, _, figures["recall_iou03"], figures["precision_iou03"], _ = totals[0.1].figures(0.3)
         figures["recall_02"] = totals[0.2].figures(0.5)[2]
     splits = load_annotations(annotations)
     print(
@@ -122,12 +125,14 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, float
     return figures
 
 
-def print_table(per_seed: dict[int, dict[str, float]]) -> None:
+def print_table(per_seed: dict[int, dict[str, float]], summary: bool = True) -> None:
     columns = [c for c in COLUMNS if all(c[0] in figures for figures in per_seed.values())]
     print("".join(f"{title:>12}" for _, title, _ in [("", "seed", ""), *columns]))
     for seed, figures in per_seed.items():
         cells = [fmt.format(figures[key]) for key, _, fmt in columns]
-        print(f"{seed:>12}" + "".join(f"{cell:>12}" for cell in cells))
+        print(f"{seed:>12}" + "".join(f"{cell:>12}" for cell in cells), flush=True)
+    if not summary:
+        return
     rows = {"mean": statistics.mean, "std": statistics.stdev, "worst": None}
     for name, function in rows.items():
         cells = []
@@ -177,6 +182,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-quality-") as work:
             for seed in args.seeds:
                 per_seed[seed] = run_seed(seed, args, Path(work))
+                print_table({seed: per_seed[seed]}, summary=False)
     finally:
         server.terminate()
         server.wait(timeout=30)
