@@ -20,7 +20,7 @@ import yaml
 
 from components.core.annotations import load_annotations
 from components.core.manifest import Manifest, load_manifest
-from components.core.params import load_params, stage_params, validate_params
+from components.core.params import TrainParams, load_params, stage_params, validate_params
 from components.core.stages import STAGE_NAMES, STAGES
 from components.core.uri import exists, list_objects, read_text
 from components.images.names import IMAGES
@@ -201,7 +201,7 @@ def test_the_whole_graph_runs_on_the_embedded_default_in_its_containers(images) 
     )  # fmt: skip
     assert "detect runs" in artifacts["quality-gate/decision"].read_text()
     model = artifact_metadata(artifacts["exported-model/model"])
-    assert model["arch"] == "ssdlite320_mobilenet_v3_large"
+    assert model["arch"] == TrainParams().arch
     assert model["map_50"] == pytest.approx(metrics["map_50"])
     assert model["model_pt"] == f"{outputs['export']}/model.pt"
     assert exists(local(str(model["model_pt"]))) and exists(local(str(model["bentoml_archive"])))

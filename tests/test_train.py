@@ -95,7 +95,7 @@ def test_train_writes_checkpoint_metrics_params_and_logs(trained, tmp_path: Path
     checkpoint = _download_checkpoint(uri_io.join(out, "model.ckpt"), tmp_path)
     hparams = checkpoint["hyper_parameters"]
     assert hparams["train"] == used["train"], "the whole resolved train params, as the run used"
-    assert hparams["train"]["arch"] == "ssdlite320_mobilenet_v3_large"
+    assert hparams["train"]["arch"] == TrainParams().arch, "the default detector"
     assert hparams["classes"] == ["solar_panel"]
     assert checkpoint["state_dict"] and all(
         k.startswith("model.") for k in checkpoint["state_dict"]

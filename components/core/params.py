@@ -170,8 +170,9 @@ Architecture = Literal[
 
 class TrainParams(Section):
     arch: Architecture = Field(
-        "ssdlite320_mobilenet_v3_large",
-        description="torchvision detector: ssdlite on CPU, fasterrcnn_resnet50_fpn_v2 on a GPU",
+        "ssdlite_mobilenet_v3_large_stride8",
+        description="detector: ssdlite with a stride-8 map (panels of 10-30 px) on CPU, "
+        "fasterrcnn_resnet50_fpn_v2 on a GPU",
     )
     anchor_ratios: list[Annotated[float, Field(gt=1)]] = Field(
         default_factory=lambda: [2.0, 3.0],
